@@ -1,0 +1,3 @@
+from geot.cli import main
+
+main()

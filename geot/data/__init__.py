@@ -1,0 +1,1 @@
+"""From scans to training samples: features, canonical frame, sampling, augmentation, splits, synthetic jaws."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: train, predict, evaluate, export."""

@@ -1,0 +1,134 @@
+"""Segment new scans of any size and write Teeth3DS JSON, a coloured mesh and a picture per scan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from geot import labels as fdi
+from geot.config import Config
+from geot.data.dataset import num_input_features, prepare
+from geot.engine.inference import resolve_device, segment
+from geot.errors import CheckpointError, GeotError, ScanError
+from geot.io.mesh import write_labelled_mesh
+from geot.io.scan import Scan
+from geot.io.teeth3ds import ScanFiles, instances_from_labels, read_scan, write_labels
+from geot.models import build_model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per-vertex result for one scan."""
+
+    classes: np.ndarray   # (V,) class indices
+    fdi: np.ndarray       # (V,) FDI codes
+    probs: np.ndarray     # (V, C)
+
+
+class Segmenter:
+    """A trained model with the settings it was trained with; loads checkpoints and exported bundles."""
+
+    def __init__(self, model: nn.Module, cfg: Config, device: torch.device) -> None:
+        self.model, self.cfg, self.device = model.to(device).eval(), cfg, device
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> Segmenter:
+        """From a run folder (best checkpoint), a ``.pt`` checkpoint or an exported bundle folder."""
+        from geot.engine.export import load_bundle
+
+        path = Path(path)
+        dev = resolve_device(device)
+        if path.is_dir() and (path / "model.safetensors").is_file():
+            weights, cfg = load_bundle(path)
+        else:
+            from geot.engine.checkpoint import load_checkpoint
+
+            ckpt = path / "checkpoints" / "best.pt" if path.is_dir() else path
+            if path.is_dir() and not ckpt.is_file():
+                raise CheckpointError(path, "neither a model bundle (model.safetensors) "
+                                            "nor a run folder (checkpoints/best.pt)")
+            state = load_checkpoint(ckpt)
+            if "model" not in state or "config" not in state:
+                raise CheckpointError(ckpt, "checkpoint holds no model weights or config")
+            weights, cfg = state["model"], Config.model_validate(state["config"])
+        model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), fdi.NUM_CLASSES,
+                            **cfg.model.kwargs())
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            first_line = str(exc).splitlines()[0]
+            raise CheckpointError(path, f"weights do not fit the configured model ({first_line})") from None
+        return cls(model, cfg, dev)
+
+    def predict(self, scan: Scan) -> Prediction:
+        """Segment every vertex of ``scan`` (its jaw must be known)."""
+        prepared = prepare(scan, self.cfg.data.align, self.cfg.data.curvature)
+        probs = segment(self.model, prepared, self.cfg.data.num_points, self.cfg.data.curvature, self.device,
+                        seed=self.cfg.seed)
+        classes = probs.argmax(axis=1)
+        return Prediction(classes, fdi.class_to_fdi(classes, scan.jaw), probs)
+
+
+@dataclass
+class PredictReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+OUTPUT_FORMATS = ("json", "ply", "obj", "png")
+
+
+def predict_files(segmenter: Segmenter, files: Sequence[ScanFiles], out_dir: str | Path,
+                  formats: Sequence[str] = ("json", "ply", "png"), jaw: fdi.Jaw | None = None,
+                  overwrite: bool = False, on_scan: Callable[[Path], None] | None = None) -> PredictReport:
+    """Segment each scan and write ``out_dir/<name>.{json,ply,obj,png}``; a bad scan is reported, not fatal.
+
+    Existing outputs are kept (the scan is skipped) unless ``overwrite``, so an interrupted folder run
+    resumes where it stopped. An output never replaces an input file.
+    """
+    unknown = set(formats) - set(OUTPUT_FORMATS)
+    if unknown:
+        raise GeotError(f"unknown output format(s) {sorted(unknown)}; choose from {list(OUTPUT_FORMATS)}")
+    out_dir = Path(out_dir)
+    report = PredictReport()
+    for entry in files:
+        targets = {f: out_dir / f"{entry.name}.{f}" for f in formats}
+        inputs = {entry.mesh.resolve(), *( [entry.labels.resolve()] if entry.labels else [])}
+        try:
+            if any(t.resolve() in inputs for t in targets.values()):
+                raise ScanError(entry.mesh, f"output in {out_dir} would overwrite the input; choose another --out")
+            if not overwrite and all(t.exists() for t in targets.values()):
+                report.skipped.append(entry.mesh)
+                continue
+            scan = read_scan(entry.mesh, labels=False, jaw=jaw or entry.jaw)
+            if scan.jaw is None:
+                raise ScanError(entry.mesh, "jaw unknown: name the file <ID>_lower/<ID>_upper or pass --jaw")
+            result = segmenter.predict(scan)
+            write_outputs(scan, result, targets)
+            report.written.append(entry.mesh)
+        except GeotError as exc:
+            report.failed.append((entry.mesh, str(exc)))
+        except (OSError, ValueError, RuntimeError) as exc:  # keep going past one bad scan
+            report.failed.append((entry.mesh, f"{type(exc).__name__}: {exc}"))
+        if on_scan is not None:
+            on_scan(entry.mesh)
+    return report
+
+
+def write_outputs(scan: Scan, result: Prediction, targets: dict[str, Path]) -> None:
+    """Write the requested files for one segmented scan (each atomically)."""
+    for kind, target in targets.items():
+        if kind == "json":
+            write_labels(target, result.fdi, scan.jaw, scan.patient, instances_from_labels(result.fdi))
+        elif kind in ("ply", "obj"):
+            write_labelled_mesh(target, scan.vertices, scan.faces, result.fdi, scan.jaw)
+        elif kind == "png":
+            from geot.render import render_scan
+
+            render_scan(target, scan.vertices, scan.faces, result.classes, title=scan.name, jaw=scan.jaw)

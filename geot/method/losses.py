@@ -1,0 +1,35 @@
+"""Point-wise classification losses, including the forward-corrected loss of a noise-transition model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``values`` over points where ``mask`` holds (0 when none does)."""
+    if mask is None:
+        return values.mean()
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def poly1_focal(logits: Tensor, target: Tensor, alpha: float = 0.25, gamma: float = 2.0,
+                epsilon: float = 1.0) -> Tensor:
+    """Sigmoid (one-vs-all) Poly-1 focal loss per point, as the reference GeoT code trains with."""
+    onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+    s = torch.sigmoid(logits)
+    pt = onehot * s + (1 - onehot) * (1 - s)
+    at = alpha * onehot + (1 - alpha) * (1 - onehot)
+    bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
+    return (at * bce * (1 - pt) ** gamma + epsilon * (1 - pt) ** (gamma + 1)).mean(dim=1)
+
+
+def corrected_nll(probs: Tensor, transition: Tensor, target: Tensor, eps: float = 1e-6) -> Tensor:
+    """Per-point ``-log (T^T p)[y]``: the clean posterior ``p`` pushed through the noise model ``T``.
+
+    ``T[a, b]`` is the probability that clean class ``a`` is observed as ``b``, so the noisy
+    posterior is ``sum_a p[a] T[a, b]``; with ``T = I`` this is the plain cross-entropy.
+    """
+    noisy = torch.einsum("pa,pab->pb", probs, transition)
+    return -torch.log(noisy.gather(1, target[:, None]).squeeze(1).clamp(min=eps))

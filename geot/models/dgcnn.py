@@ -1,0 +1,46 @@
+"""DGCNN-style segmenter: EdgeConv layers over kNN graphs, a per-scan global feature, a point head.
+
+The lighter backbone. The first graph is built in 3D; with ``dynamic`` the later ones are rebuilt in
+feature space, as in the original DGCNN (slower on CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import EdgeConv, global_max_pool
+
+from geot.models.common import SegHead, mlp
+from geot.ops import knn_graph
+
+
+class DGCNN(nn.Module):
+    """EdgeConv x len(channels), concatenated, lifted to ``global_channels``, max-pooled per scan."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int] = (64, 64, 128),
+                 global_channels: int = 512, k: int = 16, dynamic: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.k, self.dynamic = k, dynamic
+        dims = [in_channels, *channels]
+        self.convs = nn.ModuleList(EdgeConv(mlp([2 * a, b, b]), aggr="max")
+                                   for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.lift = mlp([sum(channels), global_channels])
+        self.fuse = mlp([sum(channels) + global_channels, 256])
+        self.head = SegHead(256, num_classes, dropout)
+        self.out_channels = 256
+
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (logits, features) per point."""
+        edge_index = knn_graph(pos, self.k, batch)
+        outs = []
+        for i, conv in enumerate(self.convs):
+            if self.dynamic and i > 0:
+                edge_index = knn_graph(x, self.k, batch)
+            x = conv(x, edge_index)
+            outs.append(x)
+        local = torch.cat(outs, dim=1)
+        glob = global_max_pool(self.lift(local), batch)[batch]
+        feats = self.fuse(torch.cat([local, glob], dim=1))
+        return self.head(feats), feats

@@ -1,0 +1,123 @@
+"""Neighbour operations on flat-batched clouds (PyG layout: points of all scans stacked, ``batch`` ids).
+
+torch-cluster does the work when it is installed; a pure-torch fallback (chunked ``cdist`` + ``topk``)
+gives the same results more slowly. ``GEOT_NEIGHBORS=torch`` forces the fallback. Every other module
+goes through these functions, so a change of library is a change here only.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+try:  # compiled extension; optional
+    import torch_cluster as _tc
+except ImportError:  # pragma: no cover - depends on the install
+    _tc = None
+
+_CHUNK = 2048  # query rows per cdist block: bounds the fallback's memory to chunk x points
+
+
+def backend() -> str:
+    """Which implementation is active: 'torch-cluster' or 'torch'."""
+    if _tc is None or os.environ.get("GEOT_NEIGHBORS", "").lower() == "torch":
+        return "torch"
+    return "torch-cluster"
+
+
+def _segments(batch: Tensor | None, n: int, scans: int = 1) -> list[tuple[int, int]]:
+    """(start, end) of each of ``scans`` scans in a sorted batch vector."""
+    if batch is None:
+        return [(0, n)]
+    counts = torch.bincount(batch, minlength=scans)
+    ends = torch.cumsum(counts, 0).tolist()
+    starts = [0, *ends[:-1]]
+    return list(zip(starts, ends, strict=True))
+
+
+def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Tensor | None = None) -> Tensor:
+    """For each point of ``y``, its ``k`` nearest points of ``x`` in the same scan.
+
+    Returns ``[2, E]``: row 0 indexes ``y`` (the query), row 1 indexes ``x`` (the neighbour), nearest first.
+    A scan with fewer than ``k`` points in ``x`` yields all of them.
+    """
+    if backend() == "torch-cluster":
+        return _tc.knn(x, y, k, batch_x, batch_y, num_workers=torch.get_num_threads())
+    rows, cols = [], []
+    scans = 1 + max((int(b.max()) for b in (batch_x, batch_y) if b is not None and len(b)), default=0)
+    for (xs, xe), (ys, ye) in zip(_segments(batch_x, len(x), scans), _segments(batch_y, len(y), scans),
+                                  strict=True):
+        kk = min(k, xe - xs)
+        if kk == 0 or ye == ys:
+            continue
+        for start in range(ys, ye, _CHUNK):
+            stop = min(start + _CHUNK, ye)
+            d = torch.cdist(y[start:stop], x[xs:xe])
+            idx = d.topk(kk, dim=1, largest=False).indices
+            rows.append(torch.arange(start, stop, device=x.device).repeat_interleave(kk))
+            cols.append((idx + xs).reshape(-1))
+    if not rows:
+        return torch.empty(2, 0, dtype=torch.long, device=x.device)
+    return torch.stack([torch.cat(rows), torch.cat(cols)])
+
+
+def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = False) -> Tensor:
+    """k-nearest-neighbour graph in PyG's ``source_to_target`` layout: ``edge_index[1]`` is the centre."""
+    if backend() == "torch-cluster":
+        return _tc.knn_graph(pos, k, batch, loop=loop, num_workers=torch.get_num_threads())
+    q, nb = knn(pos, pos, k + (0 if loop else 1), batch, batch)
+    if not loop:
+        keep = q != nb
+        q, nb = q[keep], nb[keep]
+        # a point with a duplicate coordinate may lose a neighbour other than itself: keep k per centre
+        counts = torch.bincount(q, minlength=len(pos))
+        if (counts > k).any():
+            rank = torch.arange(len(q), device=q.device) - torch.repeat_interleave(
+                torch.cumsum(counts, 0) - counts, counts)
+            q, nb = q[rank < k], nb[rank < k]
+    return torch.stack([nb, q])
+
+
+def fps(pos: Tensor, ratio: float, batch: Tensor | None = None) -> Tensor:
+    """Farthest point sampling: indices of ``ceil(ratio * n)`` well-spread points per scan."""
+    if backend() == "torch-cluster":
+        return _tc.fps(pos, batch, ratio=ratio, random_start=False)
+    out = []
+    for s, e in _segments(batch, len(pos)):
+        m = max(1, int(torch.ceil(torch.tensor(ratio * (e - s))).item()))
+        p = pos[s:e]
+        chosen = torch.zeros(m, dtype=torch.long, device=pos.device)
+        dist = torch.full((e - s,), float("inf"), device=pos.device)
+        for t in range(1, m):
+            dist = torch.minimum(dist, ((p - p[chosen[t - 1]]) ** 2).sum(-1))
+            chosen[t] = dist.argmax()
+        out.append(chosen + s)
+    return torch.cat(out)
+
+
+def prefix_sample(batch: Tensor, ratio: float) -> Tensor:
+    """The first ``ceil(ratio * n)`` points of every scan.
+
+    Data loaders shuffle the points of each scan, so a prefix is a uniform random subsample, and the
+    prefixes of successive ratios nest: a cheap, deterministic alternative to FPS on CPU.
+    """
+    counts = torch.bincount(batch)
+    keep = torch.ceil(counts.to(torch.float64) * ratio).clamp(min=1).long()
+    starts = torch.cumsum(counts, 0) - counts
+    offsets = torch.arange(int(keep.sum()), device=batch.device) - torch.repeat_interleave(
+        torch.cumsum(keep, 0) - keep, keep)
+    return torch.repeat_interleave(starts, keep) + offsets
+
+
+def interpolate(x: Tensor, pos_x: Tensor, pos_y: Tensor, batch_x: Tensor | None = None,
+                batch_y: Tensor | None = None, k: int = 3, eps: float = 1e-8) -> Tensor:
+    """Features at ``pos_y`` as the inverse-distance-weighted mean of the ``k`` nearest ``x`` (same scan)."""
+    q, nb = knn(pos_x, pos_y, k, batch_x, batch_y)
+    w = 1.0 / ((pos_x[nb] - pos_y[q]).norm(dim=-1) + eps)
+    out = torch.zeros(len(pos_y), x.shape[1], dtype=x.dtype, device=x.device)
+    norm = torch.zeros(len(pos_y), dtype=x.dtype, device=x.device)
+    out.index_add_(0, q, x[nb] * w[:, None].to(x.dtype))
+    norm.index_add_(0, q, w.to(x.dtype))
+    return out / norm.clamp(min=eps)[:, None]

@@ -1,0 +1,108 @@
+"""Segment synthetic jaws with a trained model, write every output, evaluate, export and reload."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from geot.config import load_config
+from geot.data.sources import gather_data
+from geot.data.synth import write_synthetic_dataset
+from geot.engine.evaluate import evaluate_folders
+from geot.engine.export import export_bundle
+from geot.engine.predict import Segmenter, predict_files
+from geot.errors import CheckpointError
+from geot.io.mesh import read_mesh
+from geot.io.teeth3ds import find_scans, read_labels, read_scan
+from tests.engine.test_train import TINY
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    write_synthetic_dataset(root / "train", n=6, seed=0, resolution=0.25)
+    write_synthetic_dataset(root / "new", n=2, seed=99, resolution=0.25)
+    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "optim.epochs": 2})
+    from geot.engine.train import train
+
+    train(cfg, gather_data(cfg, root / "train", cache_dir=root / "cache"), root / "run", progress=False)
+    return root
+
+
+def test_predict_outputs_and_evaluate(trained, tmp_path):
+    segmenter = Segmenter.load(trained / "run")
+    files = find_scans(trained / "new")
+    report = predict_files(segmenter, files, tmp_path / "out", formats=("json", "ply", "obj", "png"))
+    assert len(report.written) == 2 and not report.failed
+    for entry in files:
+        truth = read_scan(entry.mesh, entry.labels)
+        record = read_labels(tmp_path / "out" / f"{entry.name}.json")
+        assert len(record["labels"]) == truth.num_vertices and record["jaw"] == truth.jaw
+        mesh = read_mesh(tmp_path / "out" / f"{entry.name}.ply")
+        np.testing.assert_array_equal(mesh.vertex_labels, record["labels"])
+        assert (tmp_path / "out" / f"{entry.name}.png").stat().st_size > 1000
+    again = predict_files(segmenter, files, tmp_path / "out")
+    assert len(again.skipped) == 2 and not again.written  # resumable: done scans are skipped
+    evaluation = evaluate_folders(tmp_path / "out", trained / "new", tmp_path / "eval")
+    assert evaluation.summary["n_evaluated"] == 2
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n_scans"] == 2
+
+
+def test_ground_truth_as_prediction_scores_one(trained, tmp_path):
+    evaluation = evaluate_folders(trained / "new", trained / "new")
+    assert evaluation.summary["overall"]["miou"] == pytest.approx(1.0)
+
+
+def test_bad_scan_does_not_stop_the_batch(trained, tmp_path):
+    segmenter = Segmenter.load(trained / "run")
+    bad = tmp_path / "in" / "BAD_lower.obj"
+    bad.parent.mkdir()
+    bad.write_text("v 0 0 0\nv nan 0 0\nv 1 1 1\n")
+    files = find_scans(trained / "new") + find_scans(bad)
+    report = predict_files(segmenter, files, tmp_path / "out", formats=("json",))
+    assert len(report.written) == 2
+    assert len(report.failed) == 1 and "BAD_lower.obj" in report.failed[0][1] and "NaN" in report.failed[0][1]
+
+
+def test_outputs_never_replace_inputs(trained, tmp_path):
+    segmenter = Segmenter.load(trained / "run")
+    entry = find_scans(trained / "new")[0]
+    before = entry.labels.read_bytes()
+    report = predict_files(segmenter, [entry], entry.mesh.parent, formats=("json",))
+    assert report.failed and "overwrite the input" in report.failed[0][1]
+    assert entry.labels.read_bytes() == before
+
+
+def test_export_bundle_round_trip(trained, tmp_path):
+    bundle = export_bundle(trained / "run", tmp_path / "bundle")
+    names = sorted(p.name for p in bundle.iterdir())
+    assert names == ["MODEL_CARD.md", "checksums.sha256", "model.json", "model.safetensors"]
+    scan = read_scan(find_scans(trained / "new")[0].mesh, labels=False)
+    a = Segmenter.load(trained / "run").predict(scan)
+    b = Segmenter.load(bundle).predict(scan)
+    np.testing.assert_array_equal(a.fdi, b.fdi)
+    again = export_bundle(trained / "run", tmp_path / "bundle2")
+    assert (again / "model.safetensors").read_bytes() == (bundle / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError):
+        export_bundle(trained / "run", tmp_path / "bundle")
+    data = bytearray((bundle / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (bundle / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        Segmenter.load(bundle)
+
+
+def test_damaged_checkpoints_are_refused(trained, tmp_path):
+    from geot.engine.checkpoint import load_checkpoint
+
+    good = (trained / "run" / "checkpoints" / "best.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "noise.pt").write_bytes(b"\x00" * 1000)
+    with pytest.raises(CheckpointError):
+        Segmenter.load(tmp_path / "noise.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")

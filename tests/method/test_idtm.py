@@ -1,0 +1,89 @@
+import torch
+import torch.nn.functional as F
+
+from geot.config import GeoTConfig
+from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix
+from geot.method.losses import corrected_nll, poly1_focal
+from geot.method.objectives import GeoTObjective
+
+
+def test_head_rows_are_stochastic_both_projections():
+    torch.manual_seed(0)
+    p = torch.softmax(torch.randn(50, 17), 1)
+    for projection in ("softmax", "clamp"):
+        t = IDTMHead(projection=projection)(p, torch.eye(17))
+        assert t.shape == (50, 17, 17)
+        assert (t >= 0).all()
+        torch.testing.assert_close(t.sum(-1), torch.ones(50, 17))
+    start = IDTMHead()(p, torch.eye(17))
+    assert torch.diagonal(start, dim1=1, dim2=2).mean() > 0.5  # starts near the identity
+
+
+def test_identity_transition_gives_plain_cross_entropy():
+    torch.manual_seed(1)
+    logits, y = torch.randn(40, 17), torch.randint(0, 17, (40,))
+    eye = torch.eye(17).expand(40, 17, 17)
+    torch.testing.assert_close(corrected_nll(torch.softmax(logits, 1), eye, y),
+                               F.cross_entropy(logits, y, reduction="none"), atol=1e-5, rtol=1e-5)
+
+
+def test_transition_explains_a_systematic_flip():
+    """If pseudo label 2 really means clean class 1, a T with T[1,2]=1 makes the clean guess cheap."""
+    p = F.one_hot(torch.tensor([1]), 17).float() * 0.98 + 0.02 / 17
+    y = torch.tensor([2])
+    flip = torch.eye(17)
+    flip[1] = 0
+    flip[1, 2] = 1
+    assert corrected_nll(p, flip[None], y) < corrected_nll(p, torch.eye(17)[None], y) - 2
+
+
+def test_anchor_matrix_takes_most_confident_rows():
+    q = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    torch.testing.assert_close(anchor_matrix(q), torch.tensor([[0.9, 0.1], [0.3, 0.7]]))
+
+
+def test_class_means_fixed_and_reference_bug():
+    state = ClassLevelState(3)
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.2, 0.2, 0.6]])
+    target = torch.tensor([0, 1, 0, 2])
+    state.update_class_means(probs, target, decay=0.0)
+    torch.testing.assert_close(state.class_means, torch.tensor([[0.75, 0.15, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]))
+    state.update_class_means(probs, target, decay=0.0, reference_bug=True)
+    rows = state.class_means
+    assert torch.allclose(rows[0], rows[1]) and torch.allclose(rows[1], rows[2])  # the reference's identical rows
+
+
+def test_class_level_ema_keeps_rows_stochastic():
+    state = ClassLevelState(4)
+    a = torch.softmax(torch.randn(4, 4), 1)
+    state.update_transition(a, decay=0.9)
+    torch.testing.assert_close(state.transition, 0.9 * torch.eye(4) + 0.1 * a)
+    torch.testing.assert_close(state.transition.sum(1), torch.ones(4))
+
+
+def test_poly1_focal_matches_formula():
+    z, y = torch.tensor([[2.0, -1.0]]), torch.tensor([0])
+    s = torch.sigmoid(z)
+    pt = torch.tensor([[s[0, 0], 1 - s[0, 1]]])
+    at = torch.tensor([[0.25, 0.75]])
+    bce = -torch.log(pt)
+    expected = (at * bce * (1 - pt) ** 2 + (1 - pt) ** 3).mean()
+    torch.testing.assert_close(poly1_focal(z, y)[0], expected)
+
+
+def test_geot_objective_gradients_and_ablation():
+    torch.manual_seed(2)
+    pos = torch.rand(200, 3)
+    batch = torch.zeros(200, dtype=torch.long)
+    logits = torch.randn(200, 17, requires_grad=True)
+    q = torch.softmax(torch.randn(200, 17) * 3, 1)
+    obj = GeoTObjective(GeoTConfig(plgr_k=8))
+    loss, logs = obj(logits, q, pos, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and {"pseudo", "plgr", "diag"} <= logs.keys()
+    assert logits.grad.abs().sum() > 0
+    assert obj.head.weight_p.grad.abs().sum() > 0 and obj.prior.raw_sigma.grad.abs().sum() > 0
+    assert not torch.allclose(obj.state.transition, torch.eye(17))  # the class-level EMA moved
+    plain = GeoTObjective(GeoTConfig(idtm=False))
+    loss_plain, _ = plain(logits, q, pos, batch)
+    torch.testing.assert_close(loss_plain, F.cross_entropy(logits, q.argmax(1)))

@@ -1,0 +1,80 @@
+import torch
+
+from geot.labels import ARCH_POSITION
+from geot.method.clgs import ArchPrior, arch_prior, row_normalise
+from geot.method.plgr import plgr_loss
+
+
+def points(n: int = 10) -> torch.Tensor:
+    """A flat n x n grid with unit spacing."""
+    x = torch.arange(n, dtype=torch.float32)
+    xy = torch.stack(torch.meshgrid(x, x, indexing="ij"), -1).reshape(-1, 2)
+    return torch.cat([xy, torch.zeros(len(xy), 1)], 1)
+
+
+def test_plgr_zero_for_equal_matrices_and_grows_with_disagreement():
+    pos = points()
+    batch = torch.zeros(len(pos), dtype=torch.long)
+    labels = torch.zeros(len(pos), dtype=torch.long)
+    same = torch.eye(17).expand(len(pos), 17, 17)
+    assert plgr_loss(same, labels, pos, batch, k=4) == 0
+    g = torch.Generator().manual_seed(0)
+    noise = torch.softmax(torch.randn(len(pos), 17, 17, generator=g), -1)
+    small = plgr_loss(0.9 * same + 0.1 * noise, labels, pos, batch, k=4)
+    large = plgr_loss(0.5 * same + 0.5 * noise, labels, pos, batch, k=4)
+    assert 0 < small < large
+
+
+def test_plgr_ignores_neighbours_with_other_pseudo_labels():
+    pos = points()
+    batch = torch.zeros(len(pos), dtype=torch.long)
+    left = pos[:, 0] < 5
+    labels = left.long()
+    t = torch.where(left[:, None, None], torch.eye(17), torch.full((17, 17), 1 / 17))
+    assert plgr_loss(t, labels, pos, batch, k=8) == 0  # the jump is at a label boundary: no penalty
+    assert plgr_loss(t, torch.zeros_like(labels), pos, batch, k=8) > 0
+
+
+def test_plgr_weights_depend_on_distance():
+    pos = points()
+    batch = torch.zeros(len(pos), dtype=torch.long)
+    labels = torch.zeros(len(pos), dtype=torch.long)
+    g = torch.Generator().manual_seed(1)
+    t = torch.softmax(torch.randn(len(pos), 17, 17, generator=g), -1)
+    relative = plgr_loss(t, labels, pos * 0.01, batch, k=8, sigma=1.0)
+    assert torch.isclose(relative, plgr_loss(t, labels, pos * 10, batch, k=8, sigma=1.0))  # scale-free
+    absolute = plgr_loss(t, labels, pos * 0.01, batch, k=8, sigma=1.0, absolute_sigma=True)
+    assert not torch.isclose(relative, absolute)
+
+
+def test_arch_prior_puts_mass_on_arch_neighbours():
+    g = arch_prior(torch.full((17,), 0.4))
+    torch.testing.assert_close(g.sum(1), torch.ones(17))
+    assert g[0, 0] == 1 and (g[1:, 0] == 0).all()
+    pos = torch.as_tensor(ARCH_POSITION)
+    for c in range(1, 17):
+        neighbours = (pos - pos[c]).abs() == 1
+        far = (pos - pos[c]).abs() >= 2
+        neighbours[0] = far[0] = False  # gingiva is off the arch
+        assert g[c, c] > 0.9
+        assert (g[c, neighbours] > 0.03).all()
+        assert (g[c, far] < 1e-3).all()
+    assert g[1, 9] > 0.03  # central incisors of the two quadrants touch at the midline
+    wide = arch_prior(torch.full((17,), 2.0))
+    assert wide[5, 5] < g[5, 5]
+
+
+def test_sigma_stays_positive_and_learns():
+    prior = ArchPrior(0.4)
+    torch.testing.assert_close(prior.sigma, torch.full((17,), 0.4))
+    prior.raw_sigma.data.fill_(-20)
+    assert (prior.sigma > 0).all()
+    fresh = ArchPrior(0.4)
+    fresh()[3, 4].backward()
+    assert fresh.raw_sigma.grad[3] != 0 and (fresh.raw_sigma.grad[torch.arange(17) != 3] == 0).all()
+
+
+def test_reference_rownorm_bug():
+    m = torch.tensor([[1.0, 3.0], [1.0, 1.0]])
+    torch.testing.assert_close(row_normalise(m), torch.tensor([[0.25, 0.75], [0.5, 0.5]]))
+    torch.testing.assert_close(row_normalise(m, reference_bug=True), torch.tensor([[0.25, 1.5], [0.25, 0.5]]))
