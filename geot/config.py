@@ -76,6 +76,7 @@ class GeoTConfig(_Strict):
     correction: Literal["probs", "logits"] = "probs"   # T^T p on probabilities (fix) or on logits (reference)
     instance_weight: float = 0.1      # 1 - lambda: share of the instance matrix in T_i
     class_ema: float = 0.99           # EMA decay of the anchor-point class-level matrix (per step)
+    anchor_confidence: float = 0.5    # update a class's row only if its anchor is this confident (reference: 0)
     class_mean: Literal["class_mean", "reference_bug"] = "class_mean"
     plgr_weight: float = 0.1
     plgr_k: int = 16
@@ -91,6 +92,7 @@ class Config(_Strict):
     seed: int = 0
     device: str = "auto"
     val_every: int = 5                # epochs between validations
+    tensorboard: bool = False         # also log to out/tensorboard (needs the 'tb' extra)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

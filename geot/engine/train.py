@@ -30,6 +30,7 @@ from geot.data.dataset import PreparedScan, ScanDataset, num_input_features
 from geot.data.splits import Split
 from geot.engine.checkpoint import load_checkpoint, save_checkpoint
 from geot.engine.inference import resolve_device, segment
+from geot.errors import GeotError
 from geot.io.atomic import atomic_write
 from geot.labels import NUM_CLASSES
 from geot.method.objectives import GeoTObjective, build_objective
@@ -123,7 +124,7 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
         save_config(cfg, out / "config.yaml")
         with atomic_write(out / "split.json", "w") as f:
             json.dump(data.split.model_dump(), f, indent=1)
-    log = _CsvLog(out / "log.csv", keep_epochs_below=start_epoch)
+    log = _CsvLog(out / "log.csv", start_epoch, out / "tensorboard" if cfg.tensorboard else None)
     n_params = count_parameters(model)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -189,24 +190,35 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
         if improved or (not data.val and last_epoch):
             save_checkpoint(ckpt_dir / "best.pt", state)
         log.write(row)
-        if not progress or True:
-            _print_row(row)
+        _print_row(row)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     return {"best_val_miou": best, "epochs": opt.epochs, "out": str(out), "parameters": n_params}
 
 
 class _CsvLog:
-    """Append-only CSV of per-epoch numbers; on resume, rows of epochs to be redone are dropped."""
+    """Per-epoch numbers in a CSV (and TensorBoard if asked); on resume, rows of redone epochs are dropped."""
 
-    def __init__(self, path: Path, keep_epochs_below: int) -> None:
+    def __init__(self, path: Path, keep_epochs_below: int, tensorboard: Path | None = None) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
         if keep_epochs_below > 0 and path.is_file():
             with open(path, newline="") as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= keep_epochs_below]
+        self.board = None
+        if tensorboard is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise GeotError("tensorboard logging needs the 'tb' extra: pip install 'geot[tb]'") from exc
+            self.board = SummaryWriter(str(tensorboard))
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, float):
+                    self.board.add_scalar(key, value, row["epoch"])
+            self.board.flush()
         self.rows.append(row)
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         with atomic_write(self.path, "w") as f:

@@ -43,9 +43,16 @@ class IDTMHead(nn.Module):
         return h / h.sum(dim=-1, keepdim=True)
 
 
-def anchor_matrix(probs: Tensor) -> Tensor:
-    """Row c = the posterior at the point most confident for class c (the anchor-point estimate)."""
-    return probs[probs.argmax(dim=0)]
+def anchor_matrix(probs: Tensor, min_confidence: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Row c = the posterior at the point most confident for class c (the anchor-point estimate).
+
+    Also returns which rows are trustworthy: a class absent from the batch (a missing tooth, a rare third
+    molar) still has a "most confident" point, but its posterior belongs to another class, and copying it
+    would teach the matrix that the class turns into its neighbour. Rows whose anchor confidence is below
+    ``min_confidence`` are flagged False.
+    """
+    best, where = probs.max(dim=0)
+    return probs[where], best >= min_confidence
 
 
 class ClassLevelState(nn.Module):
@@ -57,8 +64,14 @@ class ClassLevelState(nn.Module):
         self.register_buffer("class_means", torch.eye(num_classes))  # mean labelled posterior per class
 
     @torch.no_grad()
-    def update_transition(self, anchor: Tensor, decay: float, reference_bug: bool = False) -> None:
-        self.transition.copy_(row_normalise(decay * self.transition + (1 - decay) * anchor, reference_bug))
+    def update_transition(self, anchor: Tensor, decay: float, reference_bug: bool = False,
+                          rows: Tensor | None = None) -> None:
+        """EMA step towards ``anchor``, for the ``rows`` given (all by default)."""
+        updated = row_normalise(decay * self.transition + (1 - decay) * anchor, reference_bug)
+        if rows is None:
+            self.transition.copy_(updated)
+        else:
+            self.transition[rows] = updated[rows]
 
     @torch.no_grad()
     def update_class_means(self, probs: Tensor, target: Tensor, decay: float, reference_bug: bool = False) -> None:

@@ -85,8 +85,10 @@ class GeoTObjective(nn.Module):
             loss = loss + cfg.plgr_weight * reg
             logs["plgr"] = reg.item()
         with torch.no_grad():
-            self.state.update_transition(anchor_matrix(probs_weak), cfg.class_ema, cfg.rownorm_bug)
-            logs["diag"] = torch.diagonal(t, dim1=1, dim2=2).mean().item()
+            anchor, trusted = anchor_matrix(probs_weak, cfg.anchor_confidence)
+            self.state.update_transition(anchor, cfg.class_ema, cfg.rownorm_bug, rows=trusted)
+            # expected chance that a point's label is clean under its own matrix: sum_a p_a T_aa
+            logs["diag"] = (probs * torch.diagonal(t, dim1=1, dim2=2)).sum(1).mean().item()
         return loss, logs
 
 

@@ -7,7 +7,10 @@ goes through these functions, so a change of library is a change here only.
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -18,6 +21,21 @@ except ImportError:  # pragma: no cover - depends on the install
     _tc = None
 
 _CHUNK = 2048  # query rows per cdist block: bounds the fallback's memory to chunk x points
+_F = TypeVar("_F", bound=Callable)
+
+
+def _profiled(label: str) -> Callable[[_F], _F]:
+    """Name the op in torch.profiler traces (tools/benchmark.py adds up time per label)."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            with torch.profiler.record_function(label):
+                return fn(*args, **kwargs)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 def backend() -> str:
@@ -37,6 +55,7 @@ def _segments(batch: Tensor | None, n: int, scans: int = 1) -> list[tuple[int, i
     return list(zip(starts, ends, strict=True))
 
 
+@_profiled("geot.neighbours")
 def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Tensor | None = None) -> Tensor:
     """For each point of ``y``, its ``k`` nearest points of ``x`` in the same scan.
 
@@ -63,6 +82,7 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Te
     return torch.stack([torch.cat(rows), torch.cat(cols)])
 
 
+@_profiled("geot.neighbours")
 def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = False) -> Tensor:
     """k-nearest-neighbour graph in PyG's ``source_to_target`` layout: ``edge_index[1]`` is the centre."""
     if backend() == "torch-cluster":
@@ -80,6 +100,7 @@ def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = Fal
     return torch.stack([nb, q])
 
 
+@_profiled("geot.sampling")
 def fps(pos: Tensor, ratio: float, batch: Tensor | None = None) -> Tensor:
     """Farthest point sampling: indices of ``ceil(ratio * n)`` well-spread points per scan."""
     if backend() == "torch-cluster":
@@ -97,6 +118,7 @@ def fps(pos: Tensor, ratio: float, batch: Tensor | None = None) -> Tensor:
     return torch.cat(out)
 
 
+@_profiled("geot.sampling")
 def prefix_sample(batch: Tensor, ratio: float) -> Tensor:
     """The first ``ceil(ratio * n)`` points of every scan.
 

@@ -33,13 +33,13 @@ def read_log(run):
 
 
 def test_supervised_loss_decreases(jaws, tmp_path):
-    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "optim.epochs": 6})
+    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "optim.epochs": 8})
     data = gather_data(cfg, jaws, cache_dir=tmp_path / "cache")
     assert data.labelled and data.val and not set(data.split.labelled) & set(data.split.val)
     result = train(cfg, data, tmp_path / "run", progress=False)
     rows = read_log(tmp_path / "run")
-    assert len(rows) == 6
-    assert float(rows[-1]["sup"]) < 0.7 * float(rows[0]["sup"])
+    assert len(rows) == 8
+    assert float(rows[-1]["sup"]) < 0.8 * float(rows[0]["sup"])
     assert 0 <= result["best_val_miou"] <= 1
     for name in ("config.yaml", "split.json", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tmp_path / "run" / name).is_file()

@@ -93,3 +93,13 @@ def test_missing_and_unsupported(tmp_path):
     (tmp_path / "x.vtp").write_text("x")
     with pytest.raises(ScanError, match="unsupported"):
         read_mesh(tmp_path / "x.vtp")
+
+
+def test_outputs_get_normal_permissions(tmp_path, sphere_scan):
+    import os
+    import stat
+
+    path = write_labelled_mesh(tmp_path / "o.ply", sphere_scan.vertices, sphere_scan.faces, sphere_scan.labels, "lower")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

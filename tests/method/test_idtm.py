@@ -39,7 +39,16 @@ def test_transition_explains_a_systematic_flip():
 
 def test_anchor_matrix_takes_most_confident_rows():
     q = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
-    torch.testing.assert_close(anchor_matrix(q), torch.tensor([[0.9, 0.1], [0.3, 0.7]]))
+    rows, trusted = anchor_matrix(q)
+    torch.testing.assert_close(rows, torch.tensor([[0.9, 0.1], [0.3, 0.7]]))
+    assert trusted.all()
+    absent = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.15, 0.05], [0.1, 0.1, 0.8]])  # class 1 never predicted
+    rows, trusted = anchor_matrix(absent, min_confidence=0.5)
+    assert trusted.tolist() == [True, False, True]
+    state = ClassLevelState(3)
+    state.update_transition(rows, decay=0.5, rows=trusted)
+    torch.testing.assert_close(state.transition[1], torch.tensor([0.0, 1.0, 0.0]))  # untouched
+    torch.testing.assert_close(state.transition[0], torch.tensor([0.95, 0.025, 0.025]))
 
 
 def test_class_means_fixed_and_reference_bug():
