@@ -98,6 +98,20 @@ def _resolve_config(config: str | None) -> Path | None:
     raise GeotError(f"{config}: no such config file (shipped configs: cpu-small, gpu-full, demo)")
 
 
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name value`` / ``name=value``."""
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith(f"{name}="):
+            skip = False
+            continue
+        if arg == name:
+            skip = True
+            continue
+        out.append(arg)
+    return out
+
+
 def _overrides(sets: list[str]) -> dict:
     import yaml
 
@@ -125,9 +139,20 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-3")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start over in an --out that holds a run.")] = False,
+    nproc: Annotated[int, typer.Option(help="Data-parallel processes on this machine (torchrun).")] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train a segmenter (supervised or semi-supervised) on folders of scans."""
+    import os
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:  # relaunch this command under torchrun
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "geot", *_without_option(sys.argv[1:], "--nproc")]
+        raise typer.Exit(subprocess.call(cmd))
+    from geot import distributed
     from geot.config import load_config
     from geot.data.sources import gather_data
     from geot.engine.train import train as run_training
@@ -144,10 +169,14 @@ def train(
     else:
         cfg = load_config(_resolve_config(config), overrides)
     run_data = gather_data(cfg, data, labeled, unlabeled, val)
-    console.print(f"{cfg.semi.method}: {len(run_data.labelled)} labelled, {len(run_data.unlabelled)} unlabelled, "
-                  f"{len(run_data.val)} validation scans -> {out}")
-    result = run_training(cfg, run_data, out, resume=resume, progress=progress and sys.stderr.isatty())
-    console.print(f"best validation tooth mIoU {result['best_val_miou']:.4f}; checkpoints in {out / 'checkpoints'}")
+    if distributed.is_main():
+        console.print(f"{cfg.semi.method}: {len(run_data.labelled)} labelled, {len(run_data.unlabelled)} "
+                      f"unlabelled, {len(run_data.val)} validation scans -> {out}")
+    result = run_training(cfg, run_data, out, resume=resume, progress=progress and sys.stderr.isatty(),
+                          overwrite=overwrite)
+    if distributed.is_main():
+        console.print(f"best validation tooth mIoU {result['best_val_miou']:.4f}; checkpoints in {out / 'checkpoints'}")
+    distributed.cleanup()
 
 
 @app.command()
@@ -159,6 +188,7 @@ def predict(
     jaw: Annotated[str | None, typer.Option(help="lower | upper, for files whose name does not say.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip those scans).")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    workers: Annotated[int, typer.Option(help="Parallel worker processes (CPU).")] = 1,
 ) -> None:
     """Segment scans; write Teeth3DS JSON, a coloured PLY/OBJ and a PNG per scan."""
     from rich.progress import track
@@ -167,14 +197,15 @@ def predict(
     from geot.io.teeth3ds import find_scans
     from geot.labels import check_jaw
 
-    segmenter = Segmenter.load(model, device)
+    segmenter = Segmenter.load(model, device) if workers <= 1 else model
     files = [f for path in inputs for f in find_scans(path)]
     if not files:
         raise GeotError("no scans found in the given inputs")
     done = track(range(len(files)), description="segmenting", console=err, disable=not sys.stderr.isatty())
     steps = iter(done)
     report = predict_files(segmenter, files, out, format_ or ("json", "ply", "png"),
-                           check_jaw(jaw) if jaw else None, overwrite, on_scan=lambda _: next(steps, None))
+                           check_jaw(jaw) if jaw else None, overwrite, on_scan=lambda _: next(steps, None),
+                           workers=workers)
     console.print(f"segmented {len(report.written)} scan(s) into {out}"
                   + (f"; skipped {len(report.skipped)} already done" if report.skipped else ""))
     for _path, problem in report.failed:

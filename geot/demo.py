@@ -41,7 +41,7 @@ def run_demo(out: Path, minutes: float = 3.0, console: Console | None = None) ->
     cfg.semi.warmup_epochs = min(cfg.semi.warmup_epochs, cfg.optim.epochs // 2)
     data = gather_data(cfg, train_dir)
     console.print(f"{len(data.labelled)} labelled, {len(data.unlabelled)} unlabelled, {len(data.val)} validation")
-    result = train(cfg, data, out / "run", progress=console.is_terminal)
+    result = train(cfg, data, out / "run", progress=console.is_terminal, overwrite=True)
 
     console.rule("3. segment unseen jaws, export the model")
     segmenter = Segmenter.load(out / "run")

@@ -33,8 +33,9 @@ class Prediction:
 class Segmenter:
     """A trained model with the settings it was trained with; loads checkpoints and exported bundles."""
 
-    def __init__(self, model: nn.Module, cfg: Config, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, cfg: Config, device: torch.device, source: Path | None = None) -> None:
         self.model, self.cfg, self.device = model.to(device).eval(), cfg, device
+        self.source = source  # where it was loaded from (parallel workers reload it)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Segmenter:
@@ -63,7 +64,7 @@ class Segmenter:
         except RuntimeError as exc:
             first_line = str(exc).splitlines()[0]
             raise CheckpointError(path, f"weights do not fit the configured model ({first_line})") from None
-        return cls(model, cfg, dev)
+        return cls(model, cfg, dev, path)
 
     def predict(self, scan: Scan) -> Prediction:
         """Segment every vertex of ``scan`` (its jaw must be known)."""
@@ -76,49 +77,95 @@ class Segmenter:
 
 @dataclass
 class PredictReport:
+    """What a folder run did, scan by scan."""
+
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def add(self, status: str, mesh: Path, message: str = "") -> None:
+        if status == "failed":
+            self.failed.append((mesh, message))
+        else:
+            getattr(self, status).append(mesh)
 
 
 OUTPUT_FORMATS = ("json", "ply", "obj", "png")
 
 
-def predict_files(segmenter: Segmenter, files: Sequence[ScanFiles], out_dir: str | Path,
+def predict_files(segmenter: Segmenter | str | Path, files: Sequence[ScanFiles], out_dir: str | Path,
                   formats: Sequence[str] = ("json", "ply", "png"), jaw: fdi.Jaw | None = None,
-                  overwrite: bool = False, on_scan: Callable[[Path], None] | None = None) -> PredictReport:
+                  overwrite: bool = False, on_scan: Callable[[Path], None] | None = None,
+                  workers: int = 1) -> PredictReport:
     """Segment each scan and write ``out_dir/<name>.{json,ply,obj,png}``; a bad scan is reported, not fatal.
 
     Existing outputs are kept (the scan is skipped) unless ``overwrite``, so an interrupted folder run
-    resumes where it stopped. An output never replaces an input file.
+    resumes where it stopped. An output never replaces an input file. With ``workers > 1`` scans are
+    spread over that many processes, each holding the model and one scan at a time (``segmenter`` may then
+    be the model's path, so workers load it themselves).
     """
     unknown = set(formats) - set(OUTPUT_FORMATS)
     if unknown:
         raise GeotError(f"unknown output format(s) {sorted(unknown)}; choose from {list(OUTPUT_FORMATS)}")
-    out_dir = Path(out_dir)
+    jobs = [(entry, Path(out_dir), tuple(formats), jaw, overwrite) for entry in files]
     report = PredictReport()
-    for entry in files:
-        targets = {f: out_dir / f"{entry.name}.{f}" for f in formats}
-        inputs = {entry.mesh.resolve(), *( [entry.labels.resolve()] if entry.labels else [])}
-        try:
-            if any(t.resolve() in inputs for t in targets.values()):
-                raise ScanError(entry.mesh, f"output in {out_dir} would overwrite the input; choose another --out")
-            if not overwrite and all(t.exists() for t in targets.values()):
-                report.skipped.append(entry.mesh)
-                continue
-            scan = read_scan(entry.mesh, labels=False, jaw=jaw or entry.jaw)
-            if scan.jaw is None:
-                raise ScanError(entry.mesh, "jaw unknown: name the file <ID>_lower/<ID>_upper or pass --jaw")
-            result = segmenter.predict(scan)
-            write_outputs(scan, result, targets)
-            report.written.append(entry.mesh)
-        except GeotError as exc:
-            report.failed.append((entry.mesh, str(exc)))
-        except (OSError, ValueError, RuntimeError) as exc:  # keep going past one bad scan
-            report.failed.append((entry.mesh, f"{type(exc).__name__}: {exc}"))
+    if workers > 1:
+        import multiprocessing
+
+        model = segmenter if isinstance(segmenter, (str, Path)) else segmenter.source
+        if model is None:
+            raise GeotError("parallel prediction needs the model's path")
+        threads = max(1, torch.get_num_threads() // workers)
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(str(model), threads)) as pool:
+            results = pool.imap_unordered(_worker_job, jobs, chunksize=1)
+            for status, mesh, message in results:
+                report.add(status, mesh, message)
+                if on_scan is not None:
+                    on_scan(mesh)
+        return report
+    if isinstance(segmenter, (str, Path)):
+        segmenter = Segmenter.load(segmenter)
+    for job in jobs:
+        report.add(*predict_one(segmenter, *job))
         if on_scan is not None:
-            on_scan(entry.mesh)
+            on_scan(job[0].mesh)
     return report
+
+
+def predict_one(segmenter: Segmenter, entry: ScanFiles, out_dir: Path, formats: Sequence[str],
+                jaw: fdi.Jaw | None, overwrite: bool) -> tuple[str, Path, str]:
+    """Segment one scan: ('written' | 'skipped' | 'failed', mesh path, problem)."""
+    targets = {f: out_dir / f"{entry.name}.{f}" for f in formats}
+    inputs = {entry.mesh.resolve(), *([entry.labels.resolve()] if entry.labels else [])}
+    try:
+        if any(t.resolve() in inputs for t in targets.values()):
+            raise ScanError(entry.mesh, f"output in {out_dir} would overwrite the input; choose another --out")
+        if not overwrite and all(t.exists() for t in targets.values()):
+            return "skipped", entry.mesh, ""
+        scan = read_scan(entry.mesh, labels=False, jaw=jaw or entry.jaw)
+        if scan.jaw is None:
+            raise ScanError(entry.mesh, "jaw unknown: name the file <ID>_lower/<ID>_upper or pass --jaw")
+        write_outputs(scan, segmenter.predict(scan), targets)
+        return "written", entry.mesh, ""
+    except GeotError as exc:
+        return "failed", entry.mesh, str(exc)
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:  # keep going past one bad scan
+        return "failed", entry.mesh, f"{entry.mesh}: {type(exc).__name__}: {exc}"
+
+
+_WORKER: Segmenter | None = None
+
+
+def _init_worker(model: str, threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = Segmenter.load(model, "cpu")
+
+
+def _worker_job(job: tuple) -> tuple[str, Path, str]:
+    assert _WORKER is not None
+    return predict_one(_WORKER, *job)
 
 
 def write_outputs(scan: Scan, result: Prediction, targets: dict[str, Path]) -> None:

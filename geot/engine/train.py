@@ -21,10 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from geot import __version__
+from geot import distributed as dist
 from geot.config import Config, config_dict, save_config
 from geot.data.dataset import PreparedScan, ScanDataset, num_input_features
 from geot.data.splits import Split
@@ -75,20 +77,31 @@ def validate(model: torch.nn.Module, scans: list[PreparedScan], cfg: Config, dev
 
 
 def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progress: bool = True,
-          stop_after_epoch: int | None = None) -> dict[str, Any]:
-    """Train ``cfg.semi.method`` and write ``out/{config.yaml, split.json, log.csv, checkpoints/}``."""
+          stop_after_epoch: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train ``cfg.semi.method`` and write ``out/{config.yaml, split.json, log.csv, checkpoints/}``.
+
+    An existing run in ``out`` is continued with ``resume`` and replaced only with ``overwrite``.
+    """
     out = Path(out)
     ckpt_dir = out / "checkpoints"
+    if not resume and not overwrite and (ckpt_dir / "last.pt").exists():
+        raise GeotError(f"{out}: holds a run already; pass --resume to continue it or --overwrite to start over")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    rank, world = dist.setup(device)
+    device = dist.local_device(device)
     torch.manual_seed(cfg.seed)
     opt, semi = cfg.optim, cfg.semi
+    if opt.batch_labelled % world or opt.batch_unlabelled % world:
+        raise GeotError(f"batch sizes ({opt.batch_labelled}, {opt.batch_unlabelled}) "
+                        f"must divide among {world} processes")
 
     # --- model, teacher, objective, optimiser --------------------------------------------------
     model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), NUM_CLASSES,
                         **cfg.model.kwargs()).to(device)
     objective = build_objective(semi, cfg.geot)
     objective = objective.to(device) if objective is not None else None
+    net = DistributedDataParallel(model) if world > 1 else model  # the student, gradients averaged
     teacher = None
     if semi.method in ("mean_teacher", "geot"):
         teacher = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(semi.ema_decay), use_buffers=True)
@@ -109,6 +122,9 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
 
     # --- run folder, resume ----------------------------------------------------------------------
     start_epoch, best = 0, -1.0
+    resume = resume and (ckpt_dir / "last.pt").exists()  # killed before the first checkpoint: start over
+    for stale in ckpt_dir.glob(".*.tmp"):  # half-written files of a killed run
+        stale.unlink(missing_ok=True)
     if resume:
         state = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
         model.load_state_dict(state["model"])
@@ -120,11 +136,12 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
             objective.load_state_dict(state["objective"])
         torch.set_rng_state(state["rng"])
         start_epoch, best = state["epoch"] + 1, state["best_miou"]
-    else:
+    elif dist.is_main():
         save_config(cfg, out / "config.yaml")
         with atomic_write(out / "split.json", "w") as f:
             json.dump(data.split.model_dump(), f, indent=1)
-    log = _CsvLog(out / "log.csv", start_epoch, out / "tensorboard" if cfg.tensorboard else None)
+    log = _CsvLog(out / "log.csv", start_epoch, out / "tensorboard" if cfg.tensorboard else None) \
+        if dist.is_main() else None
     n_params = count_parameters(model)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -135,31 +152,39 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
         lab_ids = draws(len(labelled), opt.steps_per_epoch * opt.batch_labelled, cfg.seed, epoch, 0)
         unl_ids = draws(len(unlabelled), opt.steps_per_epoch * opt.batch_unlabelled, cfg.seed, epoch, 1)
         sums: dict[str, float] = {}
-        bar = _progress(progress, opt.steps_per_epoch, f"epoch {epoch + 1}/{opt.epochs}")
+        bar = _progress(progress and dist.is_main(), opt.steps_per_epoch, f"epoch {epoch + 1}/{opt.epochs}")
         for step in range(opt.steps_per_epoch):
+            # this process's share of the step's scans; sample keys are global, so any split sees the same data
             b = opt.batch_labelled
-            lab = Batch.from_data_list([labelled.sample(i, (epoch, step * b + j))
-                                        for j, i in enumerate(lab_ids[step * b:(step + 1) * b])]).to(device)
-            logits, _ = model(lab.x, lab.pos, lab.batch)
-            loss = F.cross_entropy(logits, lab.y)
+            lab = [labelled.sample(i, (epoch, step * b + j)) for j, i in enumerate(lab_ids[step * b:(step + 1) * b])]
+            lab = lab[rank::world]
+            b = opt.batch_unlabelled
+            unl = [unlabelled.sample(i, (epoch, step * b + j))
+                   for j, i in enumerate(unl_ids[step * b:(step + 1) * b])][rank::world] if semi_on else []
+            # one student pass over the labelled scans and the strong views of the unlabelled ones
+            views = [Data(x=d.x, pos=d.pos) for d in lab] + [Data(x=d.x_strong, pos=d.pos_strong) for d in unl]
+            student = Batch.from_data_list(views).to(device)
+            unl = Batch.from_data_list(unl).to(device) if unl else None
+            logits, _ = net(student.x, student.pos, student.batch)
+            n_lab = sum(len(d.pos) for d in lab)
+            y = torch.cat([d.y for d in lab]).to(device)
+            loss = F.cross_entropy(logits[:n_lab], y)
             logs = {"sup": loss.item()}
             if isinstance(objective, GeoTObjective):
-                objective.observe_labelled(logits, lab.y)
-            if semi_on:
-                b = opt.batch_unlabelled
-                unl = Batch.from_data_list([unlabelled.sample(i, (epoch, step * b + j))
-                                            for j, i in enumerate(unl_ids[step * b:(step + 1) * b])]).to(device)
+                objective.observe_labelled(logits[:n_lab], y)
+            if unl is not None:
                 with torch.no_grad():
                     source = teacher.module if teacher is not None else model
                     probs_weak = torch.softmax(source(unl.x, unl.pos, unl.batch)[0], dim=1)
-                logits_strong, _ = model(unl.x_strong, unl.pos_strong, unl.batch)
-                unsup, unsup_logs = objective(logits_strong, probs_weak, unl.raw_pos, unl.batch)
+                unsup, unsup_logs = objective(logits[n_lab:], probs_weak, unl.raw_pos, unl.batch)
                 weight = semi.unsup_weight * rampup(epoch - semi.warmup_epochs + step / opt.steps_per_epoch,
                                                     semi.rampup_epochs)
                 loss = loss + weight * unsup
                 logs.update(unsup_logs, unsup_weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if objective is not None:
+                dist.average_gradients(objective.parameters())
             if opt.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
             optimizer.step()
@@ -172,9 +197,17 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
             bar.advance(logs)
         bar.close()
 
+        if dist.active():  # log the mean over processes
+            totals = dist.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64)) / world
+            sums = dict(zip(sums, totals.tolist(), strict=True))
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
                                **{k: v / opt.steps_per_epoch for k, v in sums.items()}}
         last_epoch = epoch + 1 == opt.epochs
+        if not dist.is_main():  # validation, checkpoints and logs are the first process's job
+            dist.barrier()
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+            continue
         if data.val and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
             row.update({f"val_{k}": v for k, v in validate(model, data.val, cfg, device).items()})
         row["seconds"] = time.time() - t0
@@ -191,6 +224,7 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
             save_checkpoint(ckpt_dir / "best.pt", state)
         log.write(row)
         _print_row(row)
+        dist.barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     return {"best_val_miou": best, "epochs": opt.epochs, "out": str(out), "parameters": n_params}

@@ -10,6 +10,8 @@ import numpy as np
 from geot import labels as fdi
 from geot.errors import ScanError
 
+MIN_VERTICES = 16  # below this no neighbourhood, normal or alignment means anything
+
 
 @dataclass(frozen=True, eq=False)
 class Scan:
@@ -56,6 +58,8 @@ def scan_problems(scan: Scan) -> list[str]:
         return [f"vertices have shape {v.shape}, expected (V, 3)"]
     if len(v) == 0:
         return ["mesh is empty (no vertices)"]
+    if len(v) < MIN_VERTICES:
+        return [f"only {len(v)} vertices: too few for a jaw scan (at least {MIN_VERTICES})"]
     bad = ~np.isfinite(v).all(axis=1)
     if bad.any():
         problems.append(f"{int(bad.sum())} vertices have NaN or infinite coordinates (first: {int(np.argmax(bad))})")

@@ -51,8 +51,11 @@ def anchor_matrix(probs: Tensor, min_confidence: float = 0.0) -> tuple[Tensor, T
     would teach the matrix that the class turns into its neighbour. Rows whose anchor confidence is below
     ``min_confidence`` are flagged False.
     """
+    from geot.distributed import global_argmax_rows
+
     best, where = probs.max(dim=0)
-    return probs[where], best >= min_confidence
+    best, rows = global_argmax_rows(best, probs[where])  # over every process's points when distributed
+    return rows, best >= min_confidence
 
 
 class ClassLevelState(nn.Module):
@@ -85,8 +88,11 @@ class ClassLevelState(nn.Module):
             means = probs[torch.arange(c, device=probs.device)].mean(0, keepdim=True).expand(c, -1)
             present = torch.ones(c, dtype=torch.bool, device=probs.device)
         else:
+            from geot.distributed import all_reduce_sum
+
             sums = torch.zeros(c, c, dtype=probs.dtype, device=probs.device).index_add_(0, target, probs)
-            counts = torch.bincount(target, minlength=c)
+            sums = all_reduce_sum(sums)
+            counts = all_reduce_sum(torch.bincount(target, minlength=c))
             present = counts > 0
             means = sums / counts.clamp(min=1)[:, None]
         self.class_means[present] = decay * self.class_means[present] + (1 - decay) * means[present]

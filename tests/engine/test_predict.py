@@ -59,7 +59,7 @@ def test_bad_scan_does_not_stop_the_batch(trained, tmp_path):
     segmenter = Segmenter.load(trained / "run")
     bad = tmp_path / "in" / "BAD_lower.obj"
     bad.parent.mkdir()
-    bad.write_text("v 0 0 0\nv nan 0 0\nv 1 1 1\n")
+    bad.write_text("".join(f"v {i} {i % 7} {i % 3}\n" for i in range(30)) + "v nan 0 0\n")
     files = find_scans(trained / "new") + find_scans(bad)
     report = predict_files(segmenter, files, tmp_path / "out", formats=("json",))
     assert len(report.written) == 2
@@ -106,3 +106,24 @@ def test_damaged_checkpoints_are_refused(trained, tmp_path):
         Segmenter.load(tmp_path / "noise.pt")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_parallel_workers_match_serial(trained, tmp_path):
+    files = find_scans(trained / "new")
+    serial = predict_files(Segmenter.load(trained / "run"), files, tmp_path / "serial", formats=("json",))
+    parallel = predict_files(trained / "run", files, tmp_path / "parallel", formats=("json",), workers=2)
+    assert len(serial.written) == len(parallel.written) == 2
+    for entry in files:
+        a = read_labels(tmp_path / "serial" / f"{entry.name}.json")["labels"]
+        b = read_labels(tmp_path / "parallel" / f"{entry.name}.json")["labels"]
+        np.testing.assert_array_equal(a, b)
+    again = predict_files(trained / "run", files, tmp_path / "parallel", formats=("json",), workers=2)
+    assert len(again.skipped) == 2
+
+
+def test_output_paths_stay_in_the_output_folder(trained, tmp_path):
+    report = predict_files(Segmenter.load(trained / "run"), find_scans(trained / "new"), tmp_path / "o",
+                           formats=("json", "ply"))
+    written = [p.resolve() for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    assert written and all((tmp_path / "o").resolve() in p.parents for p in written)
+    assert len(report.written) == 2

@@ -14,6 +14,7 @@ from geot.data.sources import gather_data
 from geot.data.synth import write_synthetic_dataset
 from geot.engine.checkpoint import load_checkpoint
 from geot.engine.train import draws, rampup, train
+from geot.errors import GeotError
 
 TINY = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.25,
         "model.channels": [16, 32], "model.k": 8, "optim.steps_per_epoch": 3, "optim.epochs": 4,
@@ -43,6 +44,10 @@ def test_supervised_loss_decreases(jaws, tmp_path):
     assert 0 <= result["best_val_miou"] <= 1
     for name in ("config.yaml", "split.json", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tmp_path / "run" / name).is_file()
+    before = (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(GeotError, match="--resume"):
+        train(cfg, data, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("method", ["geot", "mean_teacher", "fixmatch"])

@@ -93,9 +93,10 @@ def test_unreadable_json(tmp_path, sphere_scan):
 
 @pytest.mark.parametrize("vertices, message", [
     (np.zeros((0, 3)), "empty"),
-    (np.array([[0, 0, 0], [np.inf, 0, 0], [1, 1, 1.0]]), "NaN or infinite"),
-    (np.array([[0, 0, 0], [np.nan, 0, 0], [1, 1, 1.0]]), "NaN or infinite"),
-    (np.zeros((3, 3)), "coincide"),
+    (np.vstack([np.random.default_rng(0).normal(size=(20, 3)), [[np.inf, 0, 0]]]), "NaN or infinite"),
+    (np.vstack([np.random.default_rng(0).normal(size=(20, 3)), [[np.nan, 0, 0]]]), "NaN or infinite"),
+    (np.zeros((30, 3)), "coincide"),
+    (np.ones((1, 3)), "too few"),
 ])
 def test_bad_geometry(tmp_path, vertices, message):
     path = write_obj(tmp_path / "X_lower.obj", vertices, None)
