@@ -84,6 +84,33 @@ def check(folder: Annotated[Path, typer.Argument(help="Folder of scans (Teeth3DS
     console.print("[green]all scans readable[/]")
 
 
+@app.command()
+def prepare(folder: Annotated[Path, typer.Argument(help="Folder of scans.")],
+            config: Annotated[str | None, typer.Option(help="Config whose feature settings to use.")] = None,
+            ) -> None:
+    """Compute and cache the features of every scan once (training then starts at full speed)."""
+    import time
+
+    from geot.config import load_config
+    from geot.data.dataset import default_cache_dir, load_prepared
+    from geot.io.teeth3ds import find_scans
+
+    cfg = load_config(_resolve_config(config))
+    files = find_scans(folder)
+    t0, failed = time.time(), []
+    for entry in files:
+        try:
+            load_prepared(entry, cfg.data.align, cfg.data.curvature, labelled=entry.labels is not None)
+        except GeotError as exc:
+            failed.append(str(exc))
+    console.print(f"prepared {len(files) - len(failed)} scan(s) in {time.time() - t0:.1f} s "
+                  f"(cache: {default_cache_dir()})")
+    for problem in failed:
+        err.print(f"[red]problem[/] {problem}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 def _resolve_config(config: str | None) -> Path | None:
     """A YAML path, or the name of a shipped config (``cpu-small`` -> configs/cpu-small.yaml)."""
     if config is None:
@@ -189,6 +216,8 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip those scans).")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     workers: Annotated[int, typer.Option(help="Parallel worker processes (CPU).")] = 1,
+    rule: Annotated[str | None, typer.Option(help="Prediction rule module, e.g. loki (default argmax).")] = None,
+    explain: Annotated[bool, typer.Option(help="Also write <name>.explain.npz: entropy, margin, saliency.")] = False,
 ) -> None:
     """Segment scans; write Teeth3DS JSON, a coloured PLY/OBJ and a PNG per scan."""
     from rich.progress import track
@@ -197,13 +226,14 @@ def predict(
     from geot.io.teeth3ds import find_scans
     from geot.labels import check_jaw
 
-    segmenter = Segmenter.load(model, device) if workers <= 1 else model
+    segmenter = Segmenter.load(model, device, rule)
     files = [f for path in inputs for f in find_scans(path)]
     if not files:
         raise GeotError("no scans found in the given inputs")
     done = track(range(len(files)), description="segmenting", console=err, disable=not sys.stderr.isatty())
     steps = iter(done)
-    report = predict_files(segmenter, files, out, format_ or ("json", "ply", "png"),
+    formats = list(format_ or ("json", "ply", "png")) + (["explain"] if explain else [])
+    report = predict_files(segmenter, files, out, formats,
                            check_jaw(jaw) if jaw else None, overwrite, on_scan=lambda _: next(steps, None),
                            workers=workers)
     console.print(f"segmented {len(report.written)} scan(s) into {out}"
@@ -212,6 +242,48 @@ def predict(
         err.print(f"[red]failed[/] {problem}", highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def select(
+    model: Annotated[Path, typer.Argument(help="Run folder, checkpoint or bundle.")],
+    data: Annotated[Path, typer.Argument(help="Folder of unlabelled scans to choose from.")],
+    budget: Annotated[int, typer.Option(help="How many scans to propose.")] = 5,
+    round_: Annotated[int, typer.Option("--round", help="Annotation round (early: confident, later: unsure).")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the ranking as JSON here.")] = None,
+) -> None:
+    """Rank unlabelled scans for annotation (adaptive margin; rare teeth first)."""
+    import json
+
+    import torch
+
+    from geot.addons.base import build as build_addon
+    from geot.engine.predict import Segmenter
+    from geot.io.atomic import atomic_write
+    from geot.io.teeth3ds import find_scans, read_scan
+
+    segmenter = Segmenter.load(model)
+    selector = build_addon({"name": "margin", "args": {"round": round_}})
+    files = [f for f in find_scans(data)]
+    probs, names = [], []
+    for entry in files:
+        try:
+            probs.append(torch.from_numpy(segmenter.predict(read_scan(entry.mesh, labels=False)).probs))
+            names.append(entry.name)
+        except GeotError as exc:
+            err.print(f"[red]skipped[/] {exc}", highlight=False, soft_wrap=True)
+    if not probs:
+        raise GeotError(f"{data}: no readable scans to rank")
+    scores = selector(probs).tolist()
+    ranking = sorted(zip(names, scores, strict=True), key=lambda t: -t[1])
+    table = Table("rank", "scan", "score")
+    for i, (name, score) in enumerate(ranking[:budget], 1):
+        table.add_row(str(i), name, f"{score:.3f}")
+    console.print(table)
+    if out is not None:
+        with atomic_write(out, "w") as f:
+            json.dump({"round": round_, "selected": [n for n, _ in ranking[:budget]],
+                       "scores": dict(ranking)}, f, indent=1)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from geot import labels as fdi
+from geot.addons.base import build as build_addon
 from geot.config import Config
 from geot.data.dataset import num_input_features, prepare
 from geot.engine.inference import resolve_device, segment
@@ -33,12 +34,15 @@ class Prediction:
 class Segmenter:
     """A trained model with the settings it was trained with; loads checkpoints and exported bundles."""
 
-    def __init__(self, model: nn.Module, cfg: Config, device: torch.device, source: Path | None = None) -> None:
+    def __init__(self, model: nn.Module, cfg: Config, device: torch.device, source: Path | None = None,
+                 rule: str | None = None) -> None:
         self.model, self.cfg, self.device = model.to(device).eval(), cfg, device
         self.source = source  # where it was loaded from (parallel workers reload it)
+        self.rule_name = rule
+        self.rule = build_addon({"name": rule}).to(device) if rule else None  # default: argmax
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> Segmenter:
+    def load(cls, path: str | Path, device: str = "auto", rule: str | None = None) -> Segmenter:
         """From a run folder (best checkpoint), a ``.pt`` checkpoint or an exported bundle folder."""
         from geot.engine.export import load_bundle
 
@@ -64,15 +68,36 @@ class Segmenter:
         except RuntimeError as exc:
             first_line = str(exc).splitlines()[0]
             raise CheckpointError(path, f"weights do not fit the configured model ({first_line})") from None
-        return cls(model, cfg, dev, path)
+        return cls(model, cfg, dev, path, rule)
 
     def predict(self, scan: Scan) -> Prediction:
         """Segment every vertex of ``scan`` (its jaw must be known)."""
         prepared = prepare(scan, self.cfg.data.align, self.cfg.data.curvature)
         probs = segment(self.model, prepared, self.cfg.data.num_points, self.cfg.data.curvature, self.device,
                         seed=self.cfg.seed)
-        classes = probs.argmax(axis=1)
+        if self.rule is None:
+            classes = probs.argmax(axis=1)
+        else:
+            with torch.no_grad():
+                classes = self.rule(torch.from_numpy(probs).to(self.device)).cpu().numpy()
         return Prediction(classes, fdi.class_to_fdi(classes, scan.jaw), probs)
+
+    def explain(self, scan: Scan, explainers: Sequence[str] = ("uncertainty", "normgrad")) -> dict[str, np.ndarray]:
+        """Per-vertex maps (entropy, margin, saliency, ...) of the given explainer modules."""
+        from geot import ops
+        from geot.data.augment import NONE
+        from geot.data.dataset import ScanDataset
+
+        prepared = prepare(scan, self.cfg.data.align, self.cfg.data.curvature)
+        data = ScanDataset([prepared], self.cfg.data.num_points, NONE, seed=self.cfg.seed,
+                           use_curvature=self.cfg.data.curvature)[0].to(self.device)
+        batch = torch.zeros(len(data.pos), dtype=torch.long, device=self.device)
+        maps: dict[str, torch.Tensor] = {}
+        for name in explainers:
+            maps.update(build_addon({"name": name})(self.model, data.x, data.pos, batch))
+        stacked = torch.stack([m.float() for m in maps.values()], dim=1)
+        everywhere = ops.interpolate(stacked.detach(), data.pos, torch.from_numpy(prepared.pos).to(self.device), k=3)
+        return {name: everywhere[:, i].cpu().numpy() for i, name in enumerate(maps)}
 
 
 @dataclass
@@ -90,7 +115,8 @@ class PredictReport:
             getattr(self, status).append(mesh)
 
 
-OUTPUT_FORMATS = ("json", "ply", "obj", "png")
+OUTPUT_FORMATS = ("json", "ply", "obj", "png", "explain")
+_SUFFIX = {"explain": "explain.npz"}
 
 
 def predict_files(segmenter: Segmenter | str | Path, files: Sequence[ScanFiles], out_dir: str | Path,
@@ -113,11 +139,12 @@ def predict_files(segmenter: Segmenter | str | Path, files: Sequence[ScanFiles],
         import multiprocessing
 
         model = segmenter if isinstance(segmenter, (str, Path)) else segmenter.source
+        rule = None if isinstance(segmenter, (str, Path)) else segmenter.rule_name
         if model is None:
             raise GeotError("parallel prediction needs the model's path")
         threads = max(1, torch.get_num_threads() // workers)
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(str(model), threads)) as pool:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(str(model), threads, rule)) as pool:
             results = pool.imap_unordered(_worker_job, jobs, chunksize=1)
             for status, mesh, message in results:
                 report.add(status, mesh, message)
@@ -136,7 +163,7 @@ def predict_files(segmenter: Segmenter | str | Path, files: Sequence[ScanFiles],
 def predict_one(segmenter: Segmenter, entry: ScanFiles, out_dir: Path, formats: Sequence[str],
                 jaw: fdi.Jaw | None, overwrite: bool) -> tuple[str, Path, str]:
     """Segment one scan: ('written' | 'skipped' | 'failed', mesh path, problem)."""
-    targets = {f: out_dir / f"{entry.name}.{f}" for f in formats}
+    targets = {f: out_dir / f"{entry.name}.{_SUFFIX.get(f, f)}" for f in formats}
     inputs = {entry.mesh.resolve(), *([entry.labels.resolve()] if entry.labels else [])}
     try:
         if any(t.resolve() in inputs for t in targets.values()):
@@ -146,7 +173,7 @@ def predict_one(segmenter: Segmenter, entry: ScanFiles, out_dir: Path, formats: 
         scan = read_scan(entry.mesh, labels=False, jaw=jaw or entry.jaw)
         if scan.jaw is None:
             raise ScanError(entry.mesh, "jaw unknown: name the file <ID>_lower/<ID>_upper or pass --jaw")
-        write_outputs(scan, segmenter.predict(scan), targets)
+        write_outputs(scan, segmenter.predict(scan), targets, segmenter)
         return "written", entry.mesh, ""
     except GeotError as exc:
         return "failed", entry.mesh, str(exc)
@@ -157,10 +184,10 @@ def predict_one(segmenter: Segmenter, entry: ScanFiles, out_dir: Path, formats: 
 _WORKER: Segmenter | None = None
 
 
-def _init_worker(model: str, threads: int) -> None:
+def _init_worker(model: str, threads: int, rule: str | None = None) -> None:
     global _WORKER
     torch.set_num_threads(threads)
-    _WORKER = Segmenter.load(model, "cpu")
+    _WORKER = Segmenter.load(model, "cpu", rule)
 
 
 def _worker_job(job: tuple) -> tuple[str, Path, str]:
@@ -168,9 +195,25 @@ def _worker_job(job: tuple) -> tuple[str, Path, str]:
     return predict_one(_WORKER, *job)
 
 
-def write_outputs(scan: Scan, result: Prediction, targets: dict[str, Path]) -> None:
-    """Write the requested files for one segmented scan (each atomically)."""
+def write_outputs(scan: Scan, result: Prediction, targets: dict[str, Path],
+                  segmenter: Segmenter | None = None) -> None:
+    """Write the requested files for one segmented scan (each atomically).
+
+    ``explain`` writes ``<name>.explain`` as an NPZ of per-vertex maps (entropy, margin, saliency) plus
+    the predicted FDI labels, for viewers and QA scripts.
+    """
     for kind, target in targets.items():
+        if kind == "explain":
+            import io
+
+            from geot.io.atomic import atomic_write
+
+            maps = segmenter.explain(scan) if segmenter is not None else {}
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, fdi=result.fdi, **{k: v.astype(np.float32) for k, v in maps.items()})
+            with atomic_write(target) as f:
+                f.write(buffer.getvalue())
+            continue
         if kind == "json":
             write_labels(target, result.fdi, scan.jaw, scan.patient, instances_from_labels(result.fdi))
         elif kind in ("ply", "obj"):

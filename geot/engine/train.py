@@ -27,6 +27,7 @@ from torch_geometric.data import Batch, Data
 
 from geot import __version__
 from geot import distributed as dist
+from geot.addons import StepContext, build_addons
 from geot.config import Config, config_dict, save_config
 from geot.data.dataset import PreparedScan, ScanDataset, num_input_features
 from geot.data.splits import Split
@@ -101,13 +102,15 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                         **cfg.model.kwargs()).to(device)
     objective = build_objective(semi, cfg.geot)
     objective = objective.to(device) if objective is not None else None
+    addons = build_addons(cfg.modules).to(device)  # optional modules (docs/modules.md)
+    weak_student = any(getattr(m, "needs_weak_student", False) for m in addons.all)
     net = DistributedDataParallel(model) if world > 1 else model  # the student, gradients averaged
     teacher = None
     if semi.method in ("mean_teacher", "geot"):
         teacher = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(semi.ema_decay), use_buffers=True)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    extra = [p for p in objective.parameters() if p.requires_grad] if objective is not None else []
+    extra = [p for m in (objective, addons) if m is not None for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
                                    {"params": no_decay + extra, "weight_decay": 0.0}], lr=opt.lr)
     total = opt.epochs * opt.steps_per_epoch
@@ -134,6 +137,7 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
             teacher.load_state_dict(state["teacher"])
         if objective is not None:
             objective.load_state_dict(state["objective"])
+        addons.load_state_dict(state.get("addons") or {})
         torch.set_rng_state(state["rng"])
         start_epoch, best = state["epoch"] + 1, state["best_miou"]
     elif dist.is_main():
@@ -163,28 +167,46 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                    for j, i in enumerate(unl_ids[step * b:(step + 1) * b])][rank::world] if semi_on else []
             # one student pass over the labelled scans and the strong views of the unlabelled ones
             views = [Data(x=d.x, pos=d.pos) for d in lab] + [Data(x=d.x_strong, pos=d.pos_strong) for d in unl]
+            if weak_student:  # a module compares the student's two views
+                views += [Data(x=d.x, pos=d.pos) for d in unl]
             student = Batch.from_data_list(views).to(device)
             unl = Batch.from_data_list(unl).to(device) if unl else None
-            logits, _ = net(student.x, student.pos, student.batch)
+            logits, feats = net(student.x, student.pos, student.batch)
             n_lab = sum(len(d.pos) for d in lab)
             y = torch.cat([d.y for d in lab]).to(device)
             loss = F.cross_entropy(logits[:n_lab], y)
             logs = {"sup": loss.item()}
             if isinstance(objective, GeoTObjective):
                 objective.observe_labelled(logits[:n_lab], y)
+            ctx = StepContext(epoch, step, opt.epochs, logits_lab=logits[:n_lab], labels=y, feats_lab=feats[:n_lab],
+                              head=model.head)
             if unl is not None:
                 with torch.no_grad():
                     source = teacher.module if teacher is not None else model
                     probs_weak = torch.softmax(source(unl.x, unl.pos, unl.batch)[0], dim=1)
-                unsup, unsup_logs = objective(logits[n_lab:], probs_weak, unl.raw_pos, unl.batch)
+                n_unl = len(unl.pos)
+                ctx.logits, ctx.feats = logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl]
+                ctx.probs_teacher = probs_weak
+                if weak_student:
+                    ctx.extras["logits_weak"] = logits[n_lab + n_unl:]
+                ctx.point_index = torch.stack([unl.scan[unl.batch], unl.vertex], dim=1)
+                ctx.pos, ctx.batch = unl.raw_pos, unl.batch
+                with torch.no_grad():
+                    targets = addons.targets(ctx, objective.targets(probs_weak))
+                unsup, unsup_logs = objective(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch)
                 weight = semi.unsup_weight * rampup(epoch - semi.warmup_epochs + step / opt.steps_per_epoch,
                                                     semi.rampup_epochs)
                 loss = loss + weight * unsup
                 logs.update(unsup_logs, unsup_weight=weight)
+            extra_loss, extra_logs = addons.loss(ctx)
+            if extra_loss is not None:
+                loss = loss + extra_loss
+                logs.update(extra_logs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if objective is not None:
-                dist.average_gradients(objective.parameters())
+            for module in (objective, addons):
+                if module is not None:
+                    dist.average_gradients(module.parameters())
             if opt.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
             optimizer.step()
@@ -196,6 +218,7 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                 sums[key] = sums.get(key, 0.0) + value
             bar.advance(logs)
         bar.close()
+        addons.on_epoch_end(epoch)
 
         if dist.active():  # log the mean over processes
             totals = dist.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64)) / world
@@ -218,6 +241,7 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                  "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "config": config_dict(cfg),
                  "teacher": teacher.state_dict() if teacher is not None else None,
                  "objective": objective.state_dict() if objective is not None else None,
+                 "addons": addons.state_dict(),
                  "num_parameters": n_params, "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
         save_checkpoint(ckpt_dir / "last.pt", state)
         if improved or (not data.val and last_epoch):

@@ -29,7 +29,15 @@ def corrected_nll(probs: Tensor, transition: Tensor, target: Tensor, eps: float 
     """Per-point ``-log (T^T p)[y]``: the clean posterior ``p`` pushed through the noise model ``T``.
 
     ``T[a, b]`` is the probability that clean class ``a`` is observed as ``b``, so the noisy
-    posterior is ``sum_a p[a] T[a, b]``; with ``T = I`` this is the plain cross-entropy.
+    posterior is ``sum_a p[a] T[a, b]``; with ``T = I`` this is the plain cross-entropy. ``target`` is a
+    class index per point, or soft targets ``(P, C)`` (then ``-sum_b t_b log (T^T p)_b``).
     """
-    noisy = torch.einsum("pa,pab->pb", probs, transition)
-    return -torch.log(noisy.gather(1, target[:, None]).squeeze(1).clamp(min=eps))
+    noisy = torch.einsum("pa,pab->pb", probs, transition).clamp(min=eps)
+    if target.dtype == torch.long:
+        return -torch.log(noisy.gather(1, target[:, None]).squeeze(1))
+    return -(target * torch.log(noisy)).sum(dim=1)
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-point ``-sum_c t_c log softmax(z)_c`` (equals cross-entropy for one-hot targets)."""
+    return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)

@@ -1,7 +1,8 @@
 """What the student learns from unlabelled scans, one class per method, all with the same call.
 
-``objective(logits_strong, probs_weak, raw_pos, batch)`` gets the student's logits on the strong view,
-the pseudo-label source's posteriors on the weak view of the same points (no gradient), and the
+``objective(logits_strong, probs_weak, targets, raw_pos, batch)`` gets the student's logits on the strong
+view, the pseudo-label source's posteriors on the weak view of the same points (no gradient), the targets
+made from them (``objective.targets(probs_weak)``, possibly rewritten by target-transform modules) and the
 un-augmented positions; it returns the unsupervised loss and a dict of numbers to log.
 """
 
@@ -14,33 +15,48 @@ from torch import Tensor, nn
 from geot.config import GeoTConfig, SemiConfig
 from geot.method.clgs import ArchPrior, row_normalise
 from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix
-from geot.method.losses import corrected_nll, masked_mean, poly1_focal
+from geot.method.losses import corrected_nll, masked_mean, poly1_focal, soft_cross_entropy
 from geot.method.plgr import plgr_loss
 
 
-class MeanTeacherObjective(nn.Module):
+class Objective(nn.Module):
+    """Common part: how targets are made from the pseudo-label source's posteriors."""
+
+    hard_targets = True
+
+    def targets(self, probs_weak: Tensor) -> Tensor:
+        """One-hot pseudo labels (or the soft posteriors themselves for consistency methods)."""
+        if not self.hard_targets:
+            return probs_weak
+        return F.one_hot(probs_weak.argmax(dim=1), probs_weak.shape[1]).to(probs_weak.dtype)
+
+
+class MeanTeacherObjective(Objective):
     """Consistency: squared distance between student and teacher posteriors (Tarvainen & Valpola 2017)."""
 
-    def forward(self, logits: Tensor, probs_weak: Tensor, raw_pos: Tensor, batch: Tensor) -> tuple[Tensor, dict]:
-        loss = ((torch.softmax(logits, dim=1) - probs_weak) ** 2).sum(dim=1).mean()
+    hard_targets = False
+
+    def forward(self, logits: Tensor, probs_weak: Tensor, targets: Tensor, raw_pos: Tensor,
+                batch: Tensor) -> tuple[Tensor, dict]:
+        loss = ((torch.softmax(logits, dim=1) - targets) ** 2).sum(dim=1).mean()
         return loss, {"consistency": loss.item()}
 
 
-class PseudoLabelObjective(nn.Module):
+class PseudoLabelObjective(Objective):
     """Cross-entropy on confident hard pseudo labels (FixMatch, Sohn et al. 2020)."""
 
     def __init__(self, threshold: float) -> None:
         super().__init__()
         self.threshold = threshold
 
-    def forward(self, logits: Tensor, probs_weak: Tensor, raw_pos: Tensor, batch: Tensor) -> tuple[Tensor, dict]:
-        conf, pseudo = probs_weak.max(dim=1)
-        mask = (conf >= self.threshold).to(logits.dtype)
-        loss = masked_mean(F.cross_entropy(logits, pseudo, reduction="none"), mask)
+    def forward(self, logits: Tensor, probs_weak: Tensor, targets: Tensor, raw_pos: Tensor,
+                batch: Tensor) -> tuple[Tensor, dict]:
+        mask = (probs_weak.max(dim=1).values >= self.threshold).to(logits.dtype)
+        loss = masked_mean(soft_cross_entropy(logits, targets), mask)
         return loss, {"pseudo": loss.item(), "mask": mask.mean().item()}
 
 
-class GeoTObjective(nn.Module):
+class GeoTObjective(Objective):
     """Pseudo labels explained through per-point transition matrices, regularised by PLGR and CLGS."""
 
     def __init__(self, cfg: GeoTConfig, threshold: float = 0.0) -> None:
@@ -63,19 +79,21 @@ class GeoTObjective(nn.Module):
             return base
         return row_normalise((1 - w) * base + w * self.prior(), self.cfg.rownorm_bug)
 
-    def forward(self, logits: Tensor, probs_weak: Tensor, raw_pos: Tensor, batch: Tensor) -> tuple[Tensor, dict]:
+    def forward(self, logits: Tensor, probs_weak: Tensor, targets: Tensor, raw_pos: Tensor,
+                batch: Tensor) -> tuple[Tensor, dict]:
         cfg = self.cfg
-        conf, pseudo = probs_weak.max(dim=1)
+        conf = probs_weak.max(dim=1).values
+        pseudo = targets.argmax(dim=1)
         mask = (conf >= self.threshold).to(logits.dtype) if self.threshold > 0 else None
         probs = torch.softmax(logits, dim=1)
         if not cfg.idtm:
-            loss = masked_mean(F.cross_entropy(logits, pseudo, reduction="none"), mask)
+            loss = masked_mean(soft_cross_entropy(logits, targets), mask)
             return loss, {"pseudo": loss.item()}
         t_ins = self.head(probs.detach(), self.state.class_means)
         w = cfg.instance_weight
         t = row_normalise((1 - w) * self.class_level()[None] + w * t_ins)
         if cfg.correction == "probs":
-            noisy = corrected_nll(probs, t, pseudo)
+            noisy = corrected_nll(probs, t, targets)
         else:  # reference: logits mixed by T, then a sigmoid focal loss
             noisy = poly1_focal(torch.einsum("pa,pab->pb", logits, t), pseudo)
         loss = masked_mean(noisy, mask)
@@ -92,7 +110,7 @@ class GeoTObjective(nn.Module):
         return loss, logs
 
 
-def build_objective(semi: SemiConfig, geot: GeoTConfig) -> nn.Module | None:
+def build_objective(semi: SemiConfig, geot: GeoTConfig) -> Objective | None:
     """The unsupervised objective of ``semi.method`` (None for supervised training)."""
     if semi.method == "supervised":
         return None

@@ -127,3 +127,24 @@ def test_output_paths_stay_in_the_output_folder(trained, tmp_path):
     written = [p.resolve() for p in (tmp_path / "o").rglob("*") if p.is_file()]
     assert written and all((tmp_path / "o").resolve() in p.parents for p in written)
     assert len(report.written) == 2
+
+
+def test_rule_explain_and_select(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from geot.cli import app
+
+    files = find_scans(trained / "new")
+    loki = predict_files(Segmenter.load(trained / "run", rule="loki"), files, tmp_path / "o",
+                         formats=("json", "explain"))
+    assert len(loki.written) == 2
+    maps = np.load(tmp_path / "o" / f"{files[0].name}.explain.npz")
+    n = read_scan(files[0].mesh, labels=False).num_vertices
+    assert set(maps.files) == {"fdi", "entropy", "margin", "saliency"}
+    assert all(maps[k].shape == (n,) for k in maps.files)
+    assert ((maps["entropy"] >= 0) & (maps["entropy"] <= 1 + 1e-5)).all()
+    result = CliRunner().invoke(app, ["select", str(trained / "run"), str(trained / "new"), "--budget", "1",
+                                      "--out", str(tmp_path / "sel.json")])
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((tmp_path / "sel.json").read_text())
+    assert len(chosen["selected"]) == 1 and set(chosen["scores"]) == {f.name for f in files}

@@ -50,9 +50,14 @@ def test_supervised_loss_decreases(jaws, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("method", ["geot", "mean_teacher", "fixmatch"])
-def test_resume_equals_uninterrupted(jaws, tmp_path, method):
-    cfg = load_config(overrides={**TINY, "semi.method": method})
+MODULES = [{"name": "elr", "weight": 1.0}, {"name": "pskd"}, {"name": "dual_view_kl"},
+           {"name": "lego_entropy", "weight": 0.5, "schedule": {"start": 2}}]
+
+
+@pytest.mark.parametrize("method, modules", [("geot", []), ("mean_teacher", []), ("fixmatch", []),
+                                             ("geot", MODULES)])
+def test_resume_equals_uninterrupted(jaws, tmp_path, method, modules):
+    cfg = load_config(overrides={**TINY, "semi.method": method, "modules": modules})
     data = gather_data(cfg, jaws, cache_dir=tmp_path / "cache")
     assert data.unlabelled and all(s.y is None for s in data.unlabelled)  # unlabelled labels never read
     train(cfg, data, tmp_path / "straight", progress=False)
@@ -61,7 +66,7 @@ def test_resume_equals_uninterrupted(jaws, tmp_path, method):
     train(cfg, data, tmp_path / "split", progress=False, resume=True)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
-    for part in ("model", "teacher", "objective"):
+    for part in ("model", "teacher", "objective", "addons"):
         if a[part] is None:
             continue
         for key, value in a[part].items():
@@ -69,6 +74,8 @@ def test_resume_equals_uninterrupted(jaws, tmp_path, method):
     rows_a, rows_b = read_log(tmp_path / "straight"), read_log(tmp_path / "split")
     assert [r["epoch"] for r in rows_b] == [r["epoch"] for r in rows_a]
     assert "unsup_weight" in rows_a[-1]  # the semi-supervised part ran
+    if modules:
+        assert "elr/agreement" in rows_a[-1] and a["addons"]["all.0.memory.seen"].any()
 
 
 def test_draws_cover_and_repeat():

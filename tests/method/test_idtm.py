@@ -87,12 +87,12 @@ def test_geot_objective_gradients_and_ablation():
     logits = torch.randn(200, 17, requires_grad=True)
     q = torch.softmax(torch.randn(200, 17) * 3, 1)
     obj = GeoTObjective(GeoTConfig(plgr_k=8))
-    loss, logs = obj(logits, q, pos, batch)
+    loss, logs = obj(logits, q, obj.targets(q), pos, batch)
     loss.backward()
     assert torch.isfinite(loss) and {"pseudo", "plgr", "diag"} <= logs.keys()
     assert logits.grad.abs().sum() > 0
     assert obj.head.weight_p.grad.abs().sum() > 0 and obj.prior.raw_sigma.grad.abs().sum() > 0
     assert not torch.allclose(obj.state.transition, torch.eye(17))  # the class-level EMA moved
     plain = GeoTObjective(GeoTConfig(idtm=False))
-    loss_plain, _ = plain(logits, q, pos, batch)
+    loss_plain, _ = plain(logits, q, plain.targets(q), pos, batch)
     torch.testing.assert_close(loss_plain, F.cross_entropy(logits, q.argmax(1)))
