@@ -38,7 +38,7 @@ def run_demo(out: Path, minutes: float = 3.0, console: Console | None = None) ->
     cfg = load_config(_CONFIG if _CONFIG.is_file() else None)
     scale = max(minutes / 3.0, 0.1)
     cfg.optim.epochs = max(4, round(cfg.optim.epochs * scale))
-    cfg.semi.warmup_epochs = min(cfg.semi.warmup_epochs, cfg.optim.epochs // 2)
+    cfg.semi.warmup_epochs = round(cfg.semi.warmup_epochs * cfg.optim.epochs / 40)
     data = gather_data(cfg, train_dir)
     console.print(f"{len(data.labelled)} labelled, {len(data.unlabelled)} unlabelled, {len(data.val)} validation")
     result = train(cfg, data, out / "run", progress=console.is_terminal, overwrite=True)

@@ -46,6 +46,11 @@ class StepContext:
 
     Unlabelled fields cover the unlabelled points of the step, in batch order; ``point_index`` holds the
     (dataset scan index, vertex index) of each, a stable identity across epochs, sampling and views.
+
+    ``*_anchor`` fields come from a frozen copy of the student taken when unlabelled scans join training
+    (the supervised-only model); the trainer computes them only when a module sets the class attribute
+    ``needs_anchor = True``. Target transforms that filter pseudo labels multiply their per-point weights
+    into ``target_weight`` (``weigh``); the method's objective averages its per-point loss with them.
     """
 
     epoch: int
@@ -61,7 +66,17 @@ class StepContext:
     pos: Tensor | None = None              # (P_u, 3) un-augmented canonical positions
     batch: Tensor | None = None            # (P_u,) scan of each point within the step
     head: nn.Module | None = None          # the classifier, for modules that score features
+    feats_teacher: Tensor | None = None    # (P_u, D) features of the pseudo-label source, weak view
+    logits_anchor: Tensor | None = None    # (P_u, C) frozen anchor, strong view (``needs_anchor``)
+    feats_anchor: Tensor | None = None     # (P_u, D)
+    feats_anchor_lab: Tensor | None = None  # (P_l, D) frozen anchor, labelled scans
+    target_weight: Tensor | None = None    # (P_u,) weight of each point in the unsupervised objective
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def weigh(self, weight: Tensor) -> None:
+        """Multiply per-point weights (0 drops a pseudo label) into ``target_weight``."""
+        weight = weight.detach().float()
+        self.target_weight = weight if self.target_weight is None else self.target_weight * weight
 
 
 class Addon(nn.Module):
@@ -143,15 +158,17 @@ def build(spec: dict[str, Any], **context: Any) -> Addon:
     name = spec.pop("name", None)
     if name not in REGISTRY:
         raise ConfigError(f"unknown module {name!r}; available: {sorted(REGISTRY)}")
-    weight = float(spec.pop("weight", 1.0))
+    weight = spec.pop("weight", None)  # None: the module's own default weight
     schedule = Schedule.model_validate(spec.pop("schedule", {}))
     args = dict(spec.pop("args", {}))
     if spec:
         raise ConfigError(f"module {name!r}: unknown keys {sorted(spec)} (use name, weight, schedule, args)")
     cls = REGISTRY[name]
     wanted = getattr(cls, "context", ())
+    if weight is not None:
+        args["weight"] = float(weight)
     try:
-        return cls(weight=weight, schedule=schedule, **{k: context[k] for k in wanted if k in context}, **args)
+        return cls(schedule=schedule, **{k: context[k] for k in wanted if k in context}, **args)
     except TypeError as exc:
         raise ConfigError(f"module {name!r}: {exc}") from None
 

@@ -1,3 +1,20 @@
 """Importing this registers every shipped module (kept apart so base.py stays free of them)."""
 
-from geot.addons import elr, explainers, legogcd, loki, pskd, selectors  # noqa: F401
+from geot.addons import (  # noqa: F401
+    adapters,
+    anomaly,
+    contrastive,
+    elr,
+    explainers,
+    gradnorm,
+    hpm,
+    legogcd,
+    loki,
+    priors,
+    prototypes,
+    pskd,
+    regularisers,
+    rerank,
+    selectors,
+    teachers,
+)

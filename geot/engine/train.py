@@ -10,6 +10,7 @@ continues exactly where an interrupted run stopped.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -102,8 +103,10 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                         **cfg.model.kwargs()).to(device)
     objective = build_objective(semi, cfg.geot)
     objective = objective.to(device) if objective is not None else None
-    addons = build_addons(cfg.modules).to(device)  # optional modules (docs/modules.md)
+    addons = build_addons(cfg.modules, feat_dim=model.out_channels).to(device)  # optional modules (docs/modules.md)
     weak_student = any(getattr(m, "needs_weak_student", False) for m in addons.all)
+    needs_anchor = any(getattr(m, "needs_anchor", False) for m in addons.all)
+    anchor = None  # frozen copy of the student from when unlabelled scans join, for modules that ask
     net = DistributedDataParallel(model) if world > 1 else model  # the student, gradients averaged
     teacher = None
     if semi.method in ("mean_teacher", "geot"):
@@ -138,6 +141,9 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
         if objective is not None:
             objective.load_state_dict(state["objective"])
         addons.load_state_dict(state.get("addons") or {})
+        if state.get("anchor") is not None:
+            anchor = _frozen(model)
+            anchor.load_state_dict(state["anchor"])
         torch.set_rng_state(state["rng"])
         start_epoch, best = state["epoch"] + 1, state["best_miou"]
     elif dist.is_main():
@@ -153,6 +159,8 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
         t0 = time.time()
         model.train()
         semi_on = semi_possible and epoch >= semi.warmup_epochs
+        if needs_anchor and semi_on and anchor is None:
+            anchor = _frozen(model)
         lab_ids = draws(len(labelled), opt.steps_per_epoch * opt.batch_labelled, cfg.seed, epoch, 0)
         unl_ids = draws(len(unlabelled), opt.steps_per_epoch * opt.batch_unlabelled, cfg.seed, epoch, 1)
         sums: dict[str, float] = {}
@@ -183,17 +191,25 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
             if unl is not None:
                 with torch.no_grad():
                     source = teacher.module if teacher is not None else model
-                    probs_weak = torch.softmax(source(unl.x, unl.pos, unl.batch)[0], dim=1)
+                    logits_weak, ctx.feats_teacher = source(unl.x, unl.pos, unl.batch)
+                    probs_weak = torch.softmax(logits_weak, dim=1)
                 n_unl = len(unl.pos)
                 ctx.logits, ctx.feats = logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl]
                 ctx.probs_teacher = probs_weak
+                if anchor is not None:
+                    with torch.no_grad():
+                        anchor_logits, anchor_feats = anchor(student.x, student.pos, student.batch)
+                    ctx.logits_anchor = anchor_logits[n_lab:n_lab + n_unl]
+                    ctx.feats_anchor = anchor_feats[n_lab:n_lab + n_unl]
+                    ctx.feats_anchor_lab = anchor_feats[:n_lab]
                 if weak_student:
                     ctx.extras["logits_weak"] = logits[n_lab + n_unl:]
                 ctx.point_index = torch.stack([unl.scan[unl.batch], unl.vertex], dim=1)
                 ctx.pos, ctx.batch = unl.raw_pos, unl.batch
                 with torch.no_grad():
                     targets = addons.targets(ctx, objective.targets(probs_weak))
-                unsup, unsup_logs = objective(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch)
+                unsup, unsup_logs = objective(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch,
+                                              weight=ctx.target_weight)
                 weight = semi.unsup_weight * rampup(epoch - semi.warmup_epochs + step / opt.steps_per_epoch,
                                                     semi.rampup_epochs)
                 loss = loss + weight * unsup
@@ -241,7 +257,7 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                  "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "config": config_dict(cfg),
                  "teacher": teacher.state_dict() if teacher is not None else None,
                  "objective": objective.state_dict() if objective is not None else None,
-                 "addons": addons.state_dict(),
+                 "addons": addons.state_dict(), "anchor": anchor.state_dict() if anchor is not None else None,
                  "num_parameters": n_params, "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
         save_checkpoint(ckpt_dir / "last.pt", state)
         if improved or (not data.val and last_epoch):
@@ -252,6 +268,11 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     return {"best_val_miou": best, "epochs": opt.epochs, "out": str(out), "parameters": n_params}
+
+
+def _frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of ``model`` without gradients."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 class _CsvLog:

@@ -1,9 +1,10 @@
 """What the student learns from unlabelled scans, one class per method, all with the same call.
 
-``objective(logits_strong, probs_weak, targets, raw_pos, batch)`` gets the student's logits on the strong
-view, the pseudo-label source's posteriors on the weak view of the same points (no gradient), the targets
-made from them (``objective.targets(probs_weak)``, possibly rewritten by target-transform modules) and the
-un-augmented positions; it returns the unsupervised loss and a dict of numbers to log.
+``objective(logits_strong, probs_weak, targets, raw_pos, batch, weight=None)`` gets the student's logits on
+the strong view, the pseudo-label source's posteriors on the weak view of the same points (no gradient), the
+targets made from them (``objective.targets(probs_weak)``, possibly rewritten by target-transform modules),
+the un-augmented positions and optional per-point weights (target-transform modules that filter pseudo
+labels set them; 0 drops a point); it returns the unsupervised loss and a dict of numbers to log.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class MeanTeacherObjective(Objective):
     hard_targets = False
 
     def forward(self, logits: Tensor, probs_weak: Tensor, targets: Tensor, raw_pos: Tensor,
-                batch: Tensor) -> tuple[Tensor, dict]:
-        loss = ((torch.softmax(logits, dim=1) - targets) ** 2).sum(dim=1).mean()
+                batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, dict]:
+        loss = masked_mean(((torch.softmax(logits, dim=1) - targets) ** 2).sum(dim=1), weight)
         return loss, {"consistency": loss.item()}
 
 
@@ -50,8 +51,9 @@ class PseudoLabelObjective(Objective):
         self.threshold = threshold
 
     def forward(self, logits: Tensor, probs_weak: Tensor, targets: Tensor, raw_pos: Tensor,
-                batch: Tensor) -> tuple[Tensor, dict]:
+                batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, dict]:
         mask = (probs_weak.max(dim=1).values >= self.threshold).to(logits.dtype)
+        mask = mask if weight is None else mask * weight
         loss = masked_mean(soft_cross_entropy(logits, targets), mask)
         return loss, {"pseudo": loss.item(), "mask": mask.mean().item()}
 
@@ -80,11 +82,13 @@ class GeoTObjective(Objective):
         return row_normalise((1 - w) * base + w * self.prior(), self.cfg.rownorm_bug)
 
     def forward(self, logits: Tensor, probs_weak: Tensor, targets: Tensor, raw_pos: Tensor,
-                batch: Tensor) -> tuple[Tensor, dict]:
+                batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, dict]:
         cfg = self.cfg
         conf = probs_weak.max(dim=1).values
         pseudo = targets.argmax(dim=1)
         mask = (conf >= self.threshold).to(logits.dtype) if self.threshold > 0 else None
+        if weight is not None:
+            mask = weight.to(logits.dtype) if mask is None else mask * weight
         probs = torch.softmax(logits, dim=1)
         if not cfg.idtm:
             loss = masked_mean(soft_cross_entropy(logits, targets), mask)

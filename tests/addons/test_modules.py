@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from geot.addons.base import REGISTRY, Schedule, StepContext, build, build_addons
+from geot.addons.base import REGISTRY, Schedule, StepContext, _load_all, build, build_addons
 from geot.addons.elr import EarlyLearningReg
 from geot.addons.explainers import NormGradSaliency
 from geot.addons.legogcd import DebiasedLocalEntropy, kl_between
@@ -139,25 +139,100 @@ def test_unknown_module_and_keys():
         build({"name": "elr", "args": {"gamma": 1}})
 
 
+FEAT = 16
+
+
+def full_context(p: int = 64, seed: int = 0, epoch: int = 0) -> tuple[StepContext, list[torch.Tensor]]:
+    """A step with everything the trainer can offer: two scans, features, a head, teacher and anchor outputs.
+
+    Also returns the tensors a module's gradient may reach (logits, features, head parameters).
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = torch.nn.Sequential(torch.nn.Linear(FEAT, FEAT), torch.nn.GELU(), torch.nn.Linear(FEAT, 17))
+    feats = torch.randn(p, FEAT, generator=g, requires_grad=True)
+    feats_lab = torch.randn(24, FEAT, generator=g, requires_grad=True)
+    logits, logits_lab = head(feats), head(feats_lab)
+    logits.retain_grad()
+    index = torch.stack([torch.arange(p) // (p // 2), torch.arange(p)], 1)
+    ctx = StepContext(epoch, 0, 10, logits_lab=logits_lab, labels=torch.arange(24) % 6 * 3 % 17,
+                      feats_lab=feats_lab, logits=logits, feats=feats,
+                      probs_teacher=torch.softmax(torch.randn(p, 17, generator=g) * 5, 1), point_index=index,
+                      pos=torch.rand(p, 3, generator=g), batch=index[:, 0].clone(), head=head,
+                      feats_teacher=feats.detach() + 0.1 * torch.randn(p, FEAT, generator=g),
+                      logits_anchor=logits.detach() + torch.randn(p, 17, generator=g),
+                      feats_anchor=feats.detach() + 0.3 * torch.randn(p, FEAT, generator=g),
+                      feats_anchor_lab=feats_lab.detach() + 0.3 * torch.randn(24, FEAT, generator=g))
+    ctx.extras["logits_weak"] = logits.detach() + torch.randn(p, 17, generator=g)
+    return ctx, [logits, feats, feats_lab, *head.parameters()]
+
+
 def test_registry_selftest():
-    """Every loss and target module on a tiny batch: finite, gradients reach the logits, state round-trips."""
+    """Every loss and target module on a tiny batch: finite, gradients reach the model or the module's own
+    parameters, a second step after an epoch end works, state round-trips."""
+    _load_all()
     for name, cls in REGISTRY.items():
         if cls.kind not in ("loss", "target"):
             continue
-        module = build({"name": name})
-        ctx = context()
-        ctx.extras["logits_weak"] = ctx.logits.detach() + torch.randn(64, 17, generator=torch.Generator().manual_seed(1))
-        if cls.kind == "loss":
-            loss, _ = module(ctx)
-            assert torch.isfinite(loss), name
-            loss.backward()
-            assert ctx.logits.grad is not None and ctx.logits.grad.abs().sum() > 0, name
-        else:
-            out = module(ctx, torch.nn.functional.one_hot(ctx.probs_teacher.argmax(1), 17).float())
-            torch.testing.assert_close(out.sum(1), torch.ones(64), msg=name)
-        copy = build_addons([{"name": name}])
-        copy.load_state_dict(build_addons([{"name": name}]).state_dict())
+        module = build({"name": name}, feat_dim=FEAT)
+        for step in range(2):
+            ctx, reachable = full_context(seed=step)
+            if cls.kind == "loss":
+                loss, logs = module(ctx)
+                assert torch.isfinite(loss) and all(np.isfinite(v) for v in logs.values()), name
+                loss.backward()
+                grads = [t.grad for t in [*reachable, *module.parameters()] if t.grad is not None]
+                assert any(g.abs().sum() > 0 for g in grads), name
+            else:
+                out = module(ctx, torch.nn.functional.one_hot(ctx.probs_teacher.argmax(1), 17).float())
+                torch.testing.assert_close(out.sum(1), torch.ones(64), msg=name)
+                assert ctx.target_weight is None or ctx.target_weight.shape == (64,), name
+            module.on_epoch_end(step)
+        copy = build_addons([{"name": name}], feat_dim=FEAT)
+        copy.load_state_dict(build_addons([{"name": name}], feat_dim=FEAT).state_dict())
         state = {"all.0." + k: v for k, v in module.state_dict().items()}
         copy.load_state_dict(state)
         for k, v in module.state_dict().items():
             assert torch.equal(copy.all[0].state_dict()[k], v), (name, k)
+
+
+def test_registry_selftest_rules_explainers_selectors():
+    """Every prediction rule, explainer and selector as the CLI builds it (no arguments)."""
+    _load_all()
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(300, 17) * 3, 1)
+    model = build_model("dgcnn", 7, 17, channels=[8], global_channels=8, k=4)
+    x, pos, batch = torch.randn(60, 7), torch.rand(60, 3), torch.zeros(60, dtype=torch.long)
+    kinds = set()
+    for name, cls in REGISTRY.items():
+        module = build({"name": name})
+        kinds.add(cls.kind)
+        if cls.kind == "rule":
+            out = module(probs)
+            assert out.shape == (300,) and out.dtype == torch.long and 0 <= out.min() and out.max() < 17, name
+        elif cls.kind == "explainer":
+            maps = module(model, x, pos, batch)
+            assert maps and all(m.shape == (60,) and torch.isfinite(m).all() for m in maps.values()), name
+        elif cls.kind == "selector":
+            scores = module([probs, probs[:100]])
+            assert scores.shape == (2,) and torch.isfinite(scores).all(), name
+    assert {"rule", "explainer", "selector"} <= kinds
+
+
+def test_objectives_average_with_target_weights():
+    """Per-point weights set by filtering target transforms: weight 0 drops a point from every objective."""
+    from geot.config import GeoTConfig
+    from geot.method.objectives import GeoTObjective, MeanTeacherObjective, PseudoLabelObjective
+
+    torch.manual_seed(3)
+    logits = torch.randn(40, 17)
+    probs = torch.softmax(torch.randn(40, 17) * 4, 1)
+    pos, batch = torch.rand(40, 3), torch.zeros(40, dtype=torch.long)
+    keep = torch.arange(40) < 25
+    for objective in (MeanTeacherObjective(), PseudoLabelObjective(0.0), GeoTObjective(GeoTConfig(idtm=False))):
+        targets = objective.targets(probs)
+        weighted, _ = objective(logits, probs, targets, pos, batch, weight=keep.float())
+        subset, _ = objective(logits[keep], probs[keep], targets[keep], pos[keep], batch[keep])
+        torch.testing.assert_close(weighted, subset)
+        unweighted, _ = objective(logits, probs, targets, pos, batch)
+        torch.testing.assert_close(unweighted, objective(logits, probs, targets, pos, batch, weight=None)[0])

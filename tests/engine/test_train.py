@@ -54,8 +54,13 @@ MODULES = [{"name": "elr", "weight": 1.0}, {"name": "pskd"}, {"name": "dual_view
            {"name": "lego_entropy", "weight": 0.5, "schedule": {"start": 2}}]
 
 
+# frozen anchor (cr_kd, rcal), per-point target weights (lbl2vec), module-owned parameters (loss_predictor)
+ANCHORED = [{"name": "elr", "weight": 1.0}, {"name": "cr_kd"}, {"name": "rcal"}, {"name": "lbl2vec"},
+            {"name": "loss_predictor"}]
+
+
 @pytest.mark.parametrize("method, modules", [("geot", []), ("mean_teacher", []), ("fixmatch", []),
-                                             ("geot", MODULES)])
+                                             ("geot", MODULES), ("fixmatch", ANCHORED)])
 def test_resume_equals_uninterrupted(jaws, tmp_path, method, modules):
     cfg = load_config(overrides={**TINY, "semi.method": method, "modules": modules})
     data = gather_data(cfg, jaws, cache_dir=tmp_path / "cache")
@@ -66,7 +71,7 @@ def test_resume_equals_uninterrupted(jaws, tmp_path, method, modules):
     train(cfg, data, tmp_path / "split", progress=False, resume=True)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
-    for part in ("model", "teacher", "objective", "addons"):
+    for part in ("model", "teacher", "objective", "addons", "anchor"):
         if a[part] is None:
             continue
         for key, value in a[part].items():
@@ -76,6 +81,7 @@ def test_resume_equals_uninterrupted(jaws, tmp_path, method, modules):
     assert "unsup_weight" in rows_a[-1]  # the semi-supervised part ran
     if modules:
         assert "elr/agreement" in rows_a[-1] and a["addons"]["all.0.memory.seen"].any()
+    assert (a["anchor"] is not None) == any(m["name"] in ("cr_kd", "rcal") for m in modules)
 
 
 def test_draws_cover_and_repeat():
