@@ -82,7 +82,9 @@ def run_accuracy(args: argparse.Namespace) -> None:
                 base = "geot" if variant else method
                 if fraction >= 1.0 and base != "supervised":
                     continue  # with every scan labelled there is nothing to pseudo-label
-                name = f"{method}-f{fraction:g}-s{seed}-{Path(args.config).stem}"
+                tag = f"+{args.tag}" if args.tag else ""
+                base_name = f"{method}{tag}-f{fraction:g}-s{seed}-{Path(args.config).stem}"
+                name = base_name + (f"-rule-{args.rule}" if args.rule else "")
                 if any(r["name"] == name for r in rows) and not args.force:
                     print(f"skip {name} (in docs/results/accuracy.json; --force reruns)")
                     continue
@@ -93,8 +95,14 @@ def run_accuracy(args: argparse.Namespace) -> None:
                 cfg = load_config(args.config, overrides)
                 t0 = time.time()
                 data = gather_data(cfg, args.data)
-                out = RUNS / name
-                result = train(cfg, data, out, progress=False)
+                out = RUNS / base_name
+                resume = False
+                if args.rule and (out / "checkpoints" / "best.pt").is_file():  # a rule needs no retraining
+                    result = {"best_val_miou": float("nan")}
+                else:  # an interrupted run of the same config continues from its last checkpoint
+                    resume = (out / "checkpoints" / "last.pt").is_file() and (out / "config.yaml").is_file() \
+                        and load_config(out / "config.yaml") == cfg
+                    result = train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
                 train_seconds = time.time() - t0
                 with tempfile.TemporaryDirectory() as tmp:
                     gt = Path(tmp) / "gt"
@@ -104,16 +112,19 @@ def run_accuracy(args: argparse.Namespace) -> None:
                         target.mkdir(parents=True, exist_ok=True)
                         for source in (files.mesh, files.labels):
                             (target / source.name).symlink_to(source.resolve())
-                    segmenter = Segmenter.load(out)
-                    predict_files(segmenter, find_scans(gt), out / "val_predictions", ("json",), overwrite=True)
-                    report = evaluate_folders(out / "val_predictions", gt, out / "val_evaluation")
+                    segmenter = Segmenter.load(out, rule=args.rule)
+                    pred = out / f"val_predictions{'-' + args.rule if args.rule else ''}"
+                    predict_files(segmenter, find_scans(gt), pred, ("json",), overwrite=True)
+                    report = evaluate_folders(pred, gt, pred.with_name(pred.name.replace("predictions", "evaluation")))
                 overall = report.summary["overall"]
-                row = {"name": name, "method": method, "fraction": fraction, "seed": seed,
+                row = {"name": name, "method": method + tag + (f" (rule {args.rule})" if args.rule else ""),
+                       "fraction": fraction, "seed": seed,
                        "config": str(Path(args.config).name), "overrides": overrides,
                        "labelled": len(data.labelled), "unlabelled": len(data.unlabelled), "val": len(data.val),
                        **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
                        "best_val_miou_sampled": result["best_val_miou"], "train_minutes": train_seconds / 60,
-                       "minutes": (time.time() - t0) / 60, "hardware": hardware(), "command": command_line(),
+                       "minutes": (time.time() - t0) / 60, "resumed": resume, "hardware": hardware(),
+                       "command": command_line(),
                        "date": time.strftime("%Y-%m-%d")}
                 rows = [r for r in load_rows("accuracy") if r["name"] != name] + [row]
                 save_rows("accuracy", rows)
@@ -151,8 +162,8 @@ def upsampled(mesh_path: Path, target: int, out: Path) -> Path:
     v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
     rng = np.random.default_rng(0)
     while len(v) < target:
-        # each subdivided face adds about 1.5 vertices; subdivide just enough faces
-        need = int((target - len(v)) / 1.5) + 1
+        # a subdivided face adds up to 3 vertices (fewer when its neighbours are subdivided too)
+        need = int((target - len(v)) / 3) + 1
         pick = rng.choice(len(f), size=min(len(f), need), replace=False)
         v, f = trimesh.remesh.subdivide(v, f, face_index=pick)
     path = out / f"{mesh_path.stem.split('_')[0]}x{target // 1000}k_{mesh_path.stem.split('_')[1]}.obj"
@@ -195,114 +206,248 @@ def run_inference(args: argparse.Namespace) -> None:
 # --- training speed and profile ----------------------------------------------------------------------
 
 def run_training(args: argparse.Namespace) -> None:
-    """Median step time (2 scans, forward + backward + AdamW) and the share of each part, per config.
+    """Step time (2 scans, forward + backward + AdamW), peak memory and where the time goes, per config.
 
-    The baseline variant is what a user would write without torch-cluster: neighbours by ``cdist`` +
-    ``topk`` and farthest point sampling in a Python loop, on the same backbone.
+    Each (config, variant) runs in a fresh process, so peak memory is its own. The step time is the
+    median of ``--steps`` unprofiled steps; the shares come from a separate profiled pass. The baseline
+    variant is what a user would write without torch-cluster: neighbours by ``cdist`` + ``topk`` and
+    farthest point sampling in a Python loop, on the same backbone.
     """
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-    from torch_geometric.data import Batch
-
     from geot import ops
-    from geot.config import load_config
-    from geot.data.dataset import ScanDataset, load_prepared, num_input_features
-    from geot.io.teeth3ds import find_scans
-    from geot.models import build_model, count_parameters
 
-    files = find_scans(args.data)[:8]
     records = []
     for config in args.configs:
         for variant in ("torch-cluster", "baseline"):
             if variant == "torch-cluster" and ops.neighbors._tc is None:
                 continue
-            os.environ["GEOT_NEIGHBORS"] = "torch" if variant == "baseline" else "auto"
-            cfg = load_config(config, {"data.num_points": args.points} if args.points else None)
-            if variant == "baseline" and cfg.model.backbone == "point_transformer":
-                cfg.model.sampling = "fps"
-            scans = [load_prepared(f, cfg.data.align, cfg.data.curvature) for f in files]
-            ds = ScanDataset(scans, cfg.data.num_points, cfg.augment.labelled, use_curvature=cfg.data.curvature)
-            torch.manual_seed(0)
-            model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), 17, **cfg.model.kwargs())
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            walls, parts = [], {"data": 0.0, "forward": 0.0, "backward + step": 0.0}
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                for step in range(args.steps + 1):
-                    t0 = time.perf_counter()
-                    batch = Batch.from_data_list([ds.sample((2 * step + i) % len(ds), (0, 2 * step + i))
-                                                  for i in range(2)])
-                    t1 = time.perf_counter()
-                    with torch.profiler.record_function("geot.forward"):
-                        loss = torch.nn.functional.cross_entropy(model(batch.x, batch.pos, batch.batch)[0], batch.y)
-                    t2 = time.perf_counter()
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    t3 = time.perf_counter()
-                    if step:  # the first step warms up allocators and caches
-                        walls.append(t3 - t0)
-                        for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
-                            parts[key] += dt
-            labelled = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key.startswith("geot.")}
-            scale = parts["forward"] / max(labelled.get("geot.forward", 1e-9), 1e-9)  # profiler -> wall seconds
-            search = labelled.get("geot.neighbours", 0.0) * scale
-            sampling = labelled.get("geot.sampling", 0.0) * scale
-            total = sum(parts.values())
-            share = {"data": parts["data"] / total, "neighbour search": search / total, "sampling": sampling / total,
-                     "forward (layers)": (parts["forward"] - search - sampling) / total,
-                     "backward + step": parts["backward + step"] / total}
-            records.append({"config": Path(config).stem, "backbone": cfg.model.backbone, "variant": variant,
-                            "points": cfg.data.num_points, "parameters": count_parameters(model),
-                            "median_step_s": statistics.median(walls), "scans_per_s": 2 / statistics.median(walls),
-                            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "share": share})
+            env = {**os.environ, "GEOT_NEIGHBORS": "torch" if variant == "baseline" else "auto"}
+            cmd = [sys.executable, __file__, "training-one", config, variant, "--steps", str(args.steps),
+                   "--data", str(args.data)] + (["--points", str(args.points)] if args.points else [])
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            records.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(records[-1], flush=True)
-    os.environ.pop("GEOT_NEIGHBORS", None)
     save_rows("training", [{"rows": records, "hardware": hardware(), "command": command_line(),
                             "date": time.strftime("%Y-%m-%d"), "steps": args.steps}])
 
 
-# --- report -----------------------------------------------------------------------------------------------
+def run_training_one(args: argparse.Namespace) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+    from torch_geometric.data import Batch
 
-def run_report(args: argparse.Namespace) -> None:
-    """Print the markdown tables (and write the plot) from docs/results/*.json."""
+    from geot.config import load_config
+    from geot.data.dataset import ScanDataset, load_prepared, num_input_features
+    from geot.io.teeth3ds import find_scans
+    from geot.models import build_model, count_parameters
+
+    cfg = load_config(args.config, {"data.num_points": args.points} if args.points else None)
+    if args.variant == "baseline" and cfg.model.backbone == "point_transformer":
+        cfg.model.sampling = "fps"
+    scans = [load_prepared(f, cfg.data.align, cfg.data.curvature) for f in find_scans(args.data)[:8]]
+    ds = ScanDataset(scans, cfg.data.num_points, cfg.augment.labelled, use_curvature=cfg.data.curvature)
+    torch.manual_seed(0)
+    model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), 17, **cfg.model.kwargs())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step(k: int) -> None:
+        with record_function("geot.data"):
+            batch = Batch.from_data_list([ds.sample((2 * k + i) % len(ds), (0, 2 * k + i)) for i in range(2)])
+        with record_function("geot.forward"):
+            loss = torch.nn.functional.cross_entropy(model(batch.x, batch.pos, batch.batch)[0], batch.y)
+        with record_function("geot.backward"):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    step(0)  # warm-up: allocators, caches
+    walls = []
+    for k in range(1, args.steps + 1):
+        t = time.perf_counter()
+        step(k)
+        walls.append(time.perf_counter() - t)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for k in range(args.steps + 1, args.steps + 3):
+            step(k)
+    t = {e.key: e.cpu_time_total for e in prof.key_averages() if e.key.startswith("geot.")}
+    total = t["geot.data"] + t["geot.forward"] + t["geot.backward"]
+    search, sampling = t.get("geot.neighbours", 0.0), t.get("geot.sampling", 0.0)
+    share = {"data": t["geot.data"] / total, "neighbour search": search / total, "sampling": sampling / total,
+             "forward (layers)": (t["geot.forward"] - search - sampling) / total,
+             "backward + step": t["geot.backward"] / total}
+    print(json.dumps({"config": Path(args.config).stem, "backbone": cfg.model.backbone, "variant": args.variant,
+                      "points": cfg.data.num_points, "parameters": count_parameters(model),
+                      "median_step_s": statistics.median(walls), "scans_per_s": 2 / statistics.median(walls),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "share": share}))
+
+
+# --- diagnosis -------------------------------------------------------------------------------------------
+
+def run_diagnose(args: argparse.Namespace) -> None:
+    """How good are the pseudo labels? The teacher of a run segments its unlabelled scans (whose true
+    labels the real data has), and the errors are sorted by kind: arch neighbours (off by one tooth),
+    teeth further apart, tooth vs gingiva. The IDTM diagonal mass comes from the run's log."""
+    import csv
+
     import numpy as np
 
-    rows = load_rows("accuracy")
+    from geot import labels as fdi
+    from geot.config import Config
+    from geot.data.dataset import load_prepared, num_input_features
+    from geot.engine.checkpoint import load_checkpoint
+    from geot.engine.inference import segment
+    from geot.io.teeth3ds import find_scans
+    from geot.models import build_model
+
+    state = load_checkpoint(args.run / "checkpoints" / "last.pt")
+    cfg = Config.model_validate(state["config"])
+    model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), fdi.NUM_CLASSES,
+                        **cfg.model.kwargs())
+    weights = state["model"]
+    if state.get("teacher"):  # the EMA teacher is what labels the unlabelled scans
+        weights = {k.removeprefix("module."): v for k, v in state["teacher"].items() if k.startswith("module.")}
+    model.load_state_dict(weights)
+    split = json.loads((args.run / "split.json").read_text())
+    by_name = {f.name: f for f in find_scans(args.data)}
+    conf = np.zeros((fdi.NUM_CLASSES, fdi.NUM_CLASSES), dtype=np.int64)
+    confident, confident_right = 0, 0
+    for name in split["unlabelled"]:
+        scan = load_prepared(by_name[name], cfg.data.align, cfg.data.curvature)
+        probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed)
+        pred = probs.argmax(1)
+        np.add.at(conf, (scan.y, pred), 1)
+        sure = probs.max(1) >= args.threshold
+        confident += int(sure.sum())
+        confident_right += int((pred[sure] == scan.y[sure]).sum())
+    dist = fdi.arch_distance()
+    wrong = conf.sum() - np.trace(conf)
+    tooth = np.arange(1, fdi.NUM_CLASSES)
+    kinds = {"arch neighbour (1 tooth apart)": conf[np.ix_(tooth, tooth)][dist[1:, 1:] == 1].sum(),
+             "teeth 2+ apart": conf[np.ix_(tooth, tooth)][dist[1:, 1:] >= 2].sum(),
+             "tooth <-> gingiva": conf[0, 1:].sum() + conf[1:, 0].sum()}
+    inter = np.diag(conf)
+    iou = inter / np.maximum(conf.sum(0) + conf.sum(1) - inter, 1)
+    present = conf.sum(1) > 0
+    upper, lower = (fdi.class_to_fdi(np.arange(fdi.NUM_CLASSES), j) for j in ("upper", "lower"))
+    names = ["gingiva", *(f"FDI {u}/{lo}" for u, lo in zip(upper[1:], lower[1:], strict=True))]
+    with (args.run / "log.csv").open() as fh:
+        diag = [float(r["diag"]) for r in csv.DictReader(fh) if r.get("diag")]
+    report = {"run": str(args.run.relative_to(ROOT) if args.run.is_relative_to(ROOT) else args.run),
+              "unlabelled_scans": len(split["unlabelled"]),
+              "pseudo_label_accuracy": float(np.trace(conf) / conf.sum()),
+              "pseudo_label_tooth_miou": float(iou[1:][present[1:]].mean()),
+              f"share_confident_{args.threshold:g}": confident / conf.sum(),
+              f"accuracy_confident_{args.threshold:g}": confident_right / max(confident, 1),
+              "error_kinds": {k: float(v / max(wrong, 1)) for k, v in kinds.items()},
+              "iou_per_class": {names[c]: float(iou[c]) for c in range(fdi.NUM_CLASSES) if present[c]},
+              "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
+              "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
+              "command": command_line(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d")}
+    rows = [r for r in load_rows("diagnosis") if r["run"] != report["run"]] + [report]
+    save_rows("diagnosis", rows)
+    print(json.dumps(report, indent=1))
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
+    import numpy as np
+
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault((r["method"], r["fraction"], r["config"]), []).append(r)
-    print("| method | labelled | config | seeds | tooth mIoU | Dice | accuracy | TSA | exp(-TLA) | TIR | minutes/run |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+
     def cell(rs: list[dict], key: str) -> str:
         vals = [r[key] for r in rs]
         return f"{np.mean(vals):.3f}" + (f" ± {np.std(vals):.3f}" if len(vals) > 1 else "")
 
-    for (method, fraction, config), rs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+    lines = ["| method | labelled | config | seeds | tooth mIoU | Dice | accuracy | TSA | exp(-TLA) | TIR "
+             "| minutes/run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = {m: i for i, m in enumerate(("supervised", "mean_teacher", "fixmatch", "geot"))}
+    for (method, fraction, config), rs in sorted(
+            groups.items(), key=lambda kv: (kv[0][2], -kv[0][1], order.get(kv[0][0], 9), kv[0][0])):
         metrics = " | ".join(cell(rs, k) for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir"))
-        print(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | {len(rs)} | {metrics} | "
-              f"{np.mean([r['minutes'] for r in rs]):.0f} |")
+        minutes = f"{np.mean([r['minutes'] for r in rs]):.0f}" + (" (resumed)" if any(r.get("resumed") for r in rs)
+                                                                   else "")
+        lines.append(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | {len(rs)} | {metrics} | "
+                     f"{minutes} |")
+    return lines
+
+
+def inference_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["| scans | vertices | median s/scan | min s/scan | peak RSS (MB) | model load (s) |",
+             "|---|---|---|---|---|---|"]
+    for run in runs[-1:]:
+        for r in run["rows"]:
+            lines.append(f"| {r['set']} ({r['scans']}) | {r['vertices']:,} | {r['median_s']:.2f} | {r['min_s']:.2f} | "
+                         f"{r['peak_mb']:.0f} | {r['model_load_s']:.1f} |")
+    return lines
+
+
+def training_table(runs: list[dict[str, Any]]) -> list[str]:
+    parts = ("data", "neighbour search", "sampling", "forward (layers)", "backward + step")
+    lines = ["| config | points | parameters | variant | median s/step | scans/s | peak RSS (MB) | "
+             + " | ".join(parts) + " |", "|---" * (7 + len(parts)) + "|"]
+    for run in runs[-1:]:
+        base = {r["config"]: r["median_step_s"] for r in run["rows"] if r["variant"] == "baseline"}
+        for r in run["rows"]:
+            speed = f" ({base[r['config']] / r['median_step_s']:.2f}x)" if r["variant"] != "baseline" \
+                and r["config"] in base else ""
+            lines.append(f"| {r['config']} | {r['points']:,} | {r['parameters'] / 1e6:.2f}M | {r['variant']} | "
+                         f"{r['median_step_s']:.2f}{speed} | {r['scans_per_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+                         + " | ".join(f"{r['share'][p]:.0%}" for p in parts) + " |")
+    return lines
+
+
+def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = ("supervised", "mean_teacher", "fixmatch", "geot")
+    full = [r["miou"] for r in rows if r["method"] == "supervised" and r["fraction"] >= 1]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for method in [m for m in methods if any(r["method"] == m for r in rows)]:
+        fractions = sorted({r["fraction"] for r in rows if r["method"] == method})
+        pts = [(f, [r["miou"] for r in rows if r["method"] == method and r["fraction"] == f]) for f in fractions]
+        if method != "supervised" and full:
+            pts.append((1.0, full))  # with every scan labelled all methods are supervised training
+        x = [p[0] * 100 for p in pts]
+        ax.errorbar(x, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts], marker="o", capsize=3,
+                    label=method)
+    ax.set_xlabel("labelled patients (%)")
+    ax.set_ylabel("tooth mIoU, held-out patients")
+    ax.set_title("cpu-small on 108 real jaws (2-core CPU)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+
+
+def replace_block(text: str, name: str, lines: list[str]) -> str:
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    if begin not in text:
+        raise SystemExit(f"docs/benchmarks.md: no {begin} marker")
+    head, rest = text.split(begin, 1)
+    return head + begin + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1]
+
+
+def run_report(args: argparse.Namespace) -> None:
+    """Rewrite the tables of docs/benchmarks.md and the plot from docs/results/*.json."""
+    rows = load_rows("accuracy")
+    tables = {"accuracy": accuracy_table(rows), "inference": inference_table(load_rows("inference")),
+              "training": training_table(load_rows("training"))}
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text()
+    for name, lines in tables.items():
+        print("\n".join(lines) + "\n")
+        text = replace_block(text, name, lines)
+    doc.write_text(text)
     if rows:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        methods = ("supervised", "mean_teacher", "fixmatch", "geot")
-        for method in sorted({r["method"] for r in rows if r["method"] in methods}):
-            pts = sorted((f, np.mean([r["miou"] for r in rs])) for (m, f, _), rs in groups.items() if m == method)
-            full = [np.mean([r["miou"] for r in rs]) for (m, f, _), rs in groups.items()
-                    if m == "supervised" and f >= 1]
-            if method != "supervised" and full:
-                pts.append((1.0, full[0]))
-            ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o", label=method)
-        ax.set_xlabel("labelled patients (%)")
-        ax.set_ylabel("tooth mIoU (held-out patients)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(ROOT / "docs" / "miou_vs_fraction.png", metadata={"Software": None})
-        print("\nwrote docs/miou_vs_fraction.png")
+        plot_accuracy(rows, ROOT / "docs" / "miou_vs_fraction.png")
+    print("rewrote docs/benchmarks.md and docs/miou_vs_fraction.png")
 
 
 def main() -> None:
@@ -316,6 +461,8 @@ def main() -> None:
     acc.add_argument("--seeds", nargs="+", type=int, default=[0])
     acc.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
     acc.add_argument("--force", action="store_true")
+    acc.add_argument("--tag", default="", help="name suffix for runs with extra --set overrides (e.g. modules)")
+    acc.add_argument("--rule", default=None, help="prediction rule module; reuses the trained run when present")
     inf = sub.add_parser("inference", help="seconds per scan for geot predict, real and upsampled meshes")
     inf.add_argument("model", type=Path)
     inf.add_argument("--data", type=Path, default=DATA)
@@ -327,11 +474,23 @@ def main() -> None:
     tr.add_argument("--configs", nargs="+", default=[str(ROOT / "configs" / "cpu-small.yaml")])
     tr.add_argument("--points", type=int, default=None)
     tr.add_argument("--steps", type=int, default=5)
+    one = sub.add_parser("training-one", help=argparse.SUPPRESS)
+    one.add_argument("config")
+    one.add_argument("variant")
+    one.add_argument("--data", type=Path, default=DATA)
+    one.add_argument("--points", type=int, default=None)
+    one.add_argument("--steps", type=int, default=5)
+    dg = sub.add_parser("diagnose", help="pseudo-label quality of a run's teacher on its unlabelled scans")
+    dg.add_argument("run", type=Path)
+    dg.add_argument("--data", type=Path, default=DATA)
+    dg.add_argument("--threshold", type=float, default=0.9)
     sub.add_parser("report", help="print the tables of docs/benchmarks.md from docs/results")
     args = parser.parse_args()
     if args.what != "report" and not Path(getattr(args, "data", DATA)).is_dir():
         sys.exit(f"{args.data}: real scans not found (see ../shared/data/README)")
-    runners = {"accuracy": run_accuracy, "inference": run_inference, "training": run_training, "report": run_report}
+    runners = {"accuracy": run_accuracy, "inference": run_inference, "training": run_training,
+               "training-one": run_training_one, "diagnose": run_diagnose,
+               "report": run_report}
     runners[args.what](args)
 
 

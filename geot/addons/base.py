@@ -25,12 +25,18 @@ from geot.errors import ConfigError
 
 
 class Schedule(BaseModel):
-    """Weight multiplier by epoch: 0 before ``start``, a linear ramp over ``ramp`` epochs, 0 from ``stop``."""
+    """Weight multiplier by epoch: 0 before ``start``, a linear ramp over ``ramp`` epochs, 0 from ``stop``.
+
+    ``follow_ramp`` also multiplies by the semi-supervised ramp-up of the method's unsupervised loss;
+    by default loss terms on unlabelled predictions follow it, so they grow with the pseudo-label loss
+    instead of hitting a barely trained student at full weight.
+    """
 
     model_config = ConfigDict(extra="forbid")
     start: int = 0
     ramp: int = 0
     stop: int | None = None
+    follow_ramp: bool | None = None  # None: the module's default (``LossTerm.on_unlabelled``)
 
     def __call__(self, epoch: float) -> float:
         if epoch < self.start or (self.stop is not None and epoch >= self.stop):
@@ -71,6 +77,7 @@ class StepContext:
     feats_anchor: Tensor | None = None     # (P_u, D)
     feats_anchor_lab: Tensor | None = None  # (P_l, D) frozen anchor, labelled scans
     target_weight: Tensor | None = None    # (P_u,) weight of each point in the unsupervised objective
+    ramp: float = 1.0                      # ramp-up factor of the unsupervised loss this step, in [0, 1]
     extras: dict[str, Any] = field(default_factory=dict)
 
     def weigh(self, weight: Tensor) -> None:
@@ -99,6 +106,10 @@ class Addon(nn.Module):
 
 class LossTerm(Addon):
     kind = "loss"
+    on_unlabelled: ClassVar[bool] = False  # acts on unlabelled predictions: follows the ramp-up by default
+
+    def follows_ramp(self) -> bool:
+        return self.on_unlabelled if self.schedule.follow_ramp is None else self.schedule.follow_ramp
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -186,7 +197,7 @@ class Addons(nn.Module):
     def loss(self, ctx: StepContext) -> tuple[Tensor | None, dict[str, float]]:
         total, logs = None, {}
         for term in self.of("loss"):
-            w = term.scale(ctx.epoch + ctx.step / 1e9)
+            w = term.scale(ctx.epoch + ctx.step / 1e9) * (ctx.ramp if term.follows_ramp() else 1.0)
             if w == 0:
                 continue
             value, term_logs = term(ctx)

@@ -18,6 +18,7 @@ class EarlyLearningReg(LossTerm):
     """Loss term ``elr`` on the clean posterior of unlabelled points; state: one target per point."""
 
     name = "elr"
+    on_unlabelled = True
 
     def __init__(self, weight: float = 3.0, schedule=None, beta: float = 0.7, num_classes: int = 17) -> None:
         super().__init__(weight, schedule)

@@ -38,6 +38,7 @@ class LossPredictorHead(LossTerm):
     """
 
     name = "loss_predictor"
+    on_unlabelled = True
     context = ("feat_dim",)
 
     def __init__(self, weight: float = 1.0, schedule=None, feat_dim: int = 256, hidden: int = 64) -> None:

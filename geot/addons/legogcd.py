@@ -18,6 +18,7 @@ from geot.addons.base import LossTerm, StepContext, register
 @register
 class DebiasedLocalEntropy(LossTerm):
     name = "lego_entropy"
+    on_unlabelled = True
 
     def __init__(self, weight: float = 2.0, schedule=None, threshold: float = 0.7, temperature: float = 0.05,
                  confidence_temperature: float = 0.1, adjust: float = 0.4, momentum: float = 0.999,
@@ -48,6 +49,7 @@ class DualViewKL(LossTerm):
     when a module asks for them (one extra student pass on the weak view)."""
 
     name = "dual_view_kl"
+    on_unlabelled = True
     needs_weak_student = True
 
     def __init__(self, weight: float = 1.0, schedule=None, temperature: float = 0.1) -> None:

@@ -134,6 +134,7 @@ class GroupMarginalEntropy(LossTerm):
     """
 
     name = "group_entropy"
+    on_unlabelled = True
 
     def __init__(self, weight: float = 1.0, schedule=None, groups: str = "type", between: float = 2.0,
                  within: float = 1.0, num_classes: int = 17) -> None:

@@ -51,6 +51,7 @@ class ClassRelationKD(LossTerm):
     """
 
     name = "cr_kd"
+    on_unlabelled = True
     needs_anchor = True
 
     def __init__(self, weight: float = 0.1, schedule=None, temperature: float = 0.1, kd_temperature: float = 4.0,
@@ -75,6 +76,7 @@ class LogitAnchorMSE(LossTerm):
     """Loss ``logit_anchor``: mean_i ||z_i - z_anchor,i||^2 / C on unlabelled points (CoACT, weight 1)."""
 
     name = "logit_anchor"
+    on_unlabelled = True
     needs_anchor = True
 
     def forward(self, ctx: StepContext) -> tuple[Tensor, dict[str, float]]:

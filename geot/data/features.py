@@ -62,13 +62,15 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray | None, k: int = 16) 
 
 
 def _pca_normals(vertices: np.ndarray, k: int) -> np.ndarray:
-    pos = torch.as_tensor(vertices, dtype=torch.float32)
+    # PCA in a centred unit frame: raw coordinates of extreme magnitude would overflow the covariances
+    centred = vertices - vertices.mean(axis=0)
+    pos = torch.as_tensor(centred / (np.abs(centred).max() or 1.0), dtype=torch.float32)
     k = min(k, len(vertices))
     q, nb = knn(pos, pos, k)
     nbrs = pos[nb].view(len(pos), k, 3) if len(nb) == len(pos) * k else _ragged(pos, q, nb, k)
     centred = nbrs - nbrs.mean(dim=1, keepdim=True)
     cov = centred.transpose(1, 2) @ centred
-    _, vecs = torch.linalg.eigh(cov.double())
+    _, vecs = torch.linalg.eigh(torch.nan_to_num(cov.double(), nan=0.0, posinf=0.0, neginf=0.0))
     return vecs[:, :, 0].numpy()
 
 

@@ -210,8 +210,8 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                     targets = addons.targets(ctx, objective.targets(probs_weak))
                 unsup, unsup_logs = objective(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch,
                                               weight=ctx.target_weight)
-                weight = semi.unsup_weight * rampup(epoch - semi.warmup_epochs + step / opt.steps_per_epoch,
-                                                    semi.rampup_epochs)
+                ctx.ramp = rampup(epoch - semi.warmup_epochs + step / opt.steps_per_epoch, semi.rampup_epochs)
+                weight = semi.unsup_weight * ctx.ramp
                 loss = loss + weight * unsup
                 logs.update(unsup_logs, unsup_weight=weight)
             extra_loss, extra_logs = addons.loss(ctx)

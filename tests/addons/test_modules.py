@@ -130,6 +130,23 @@ def test_schedule():
     assert [s(e) for e in (0, 2, 3, 5, 9, 10)] == [0, 0.25, 0.5, 1.0, 1.0, 0]
 
 
+def test_unlabelled_terms_follow_the_ramp_up_unless_told_not_to():
+    """A term on pseudo labels grows with the unsupervised ramp; one on labelled scans does not."""
+    def total(specs: list[dict], ramp: float) -> float:
+        torch.manual_seed(0)  # modules with random initial state build alike
+        ctx = context()
+        ctx.ramp = ramp
+        loss, _ = build_addons(specs).loss(ctx)
+        return loss.item()
+
+    elr = [{"name": "elr"}]
+    assert total(elr, 0.25) == pytest.approx(0.25 * total(elr, 1.0))
+    fixed = [{"name": "elr", "schedule": {"follow_ramp": False}}]
+    assert total(fixed, 0.25) == pytest.approx(total(fixed, 1.0))
+    labelled = [{"name": "head_diversity"}]  # a term on the classifier, not on pseudo labels
+    assert total(labelled, 0.0) == pytest.approx(total(labelled, 1.0)) != 0.0
+
+
 def test_unknown_module_and_keys():
     with pytest.raises(ConfigError, match="unknown module"):
         build({"name": "magic"})

@@ -17,6 +17,16 @@ def test_normalisation_invariants(sphere_scan):
     assert (np.sum(f.normal * f.pos, axis=1) > 0.9).all()
 
 
+@pytest.mark.parametrize("magnitude", [1e-30, 1e30])
+def test_cloud_features_at_extreme_coordinate_scales(sphere_scan, magnitude):
+    """Point-cloud normals come from local PCA; huge or tiny raw units must not break it (found by fuzzing)."""
+    cloud = Scan(sphere_scan.vertices * magnitude + 1e3 * magnitude, None, name="cloud")
+    f = point_features(cloud, align=False)  # a sphere has no preferred axes to align to
+    assert np.isfinite(f.pos).all() and np.isfinite(f.normal).all()
+    reference = point_features(Scan(sphere_scan.vertices, None, name="cloud"), align=False)
+    np.testing.assert_allclose(np.abs((f.normal * reference.normal).sum(1)), 1, atol=1e-2)
+
+
 def arch_like(scan: Scan) -> Scan:
     """An open dome, wide, flat, narrower at the front: a shape the canonical frame can orient."""
     import trimesh
