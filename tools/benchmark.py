@@ -99,9 +99,9 @@ def run_accuracy(args: argparse.Namespace) -> None:
                 resume = False
                 if args.rule and (out / "checkpoints" / "best.pt").is_file():  # a rule needs no retraining
                     result = {"best_val_miou": float("nan")}
-                else:  # an interrupted run of the same config continues from its last checkpoint
-                    resume = (out / "checkpoints" / "last.pt").is_file() and (out / "config.yaml").is_file() \
-                        and load_config(out / "config.yaml") == cfg
+                else:  # --resume continues an interrupted run of the same config (and the same code!)
+                    resume = args.resume and (out / "checkpoints" / "last.pt").is_file() \
+                        and (out / "config.yaml").is_file() and load_config(out / "config.yaml") == cfg
                     result = train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
                 train_seconds = time.time() - t0
                 with tempfile.TemporaryDirectory() as tmp:
@@ -205,20 +205,24 @@ def run_inference(args: argparse.Namespace) -> None:
 
 # --- training speed and profile ----------------------------------------------------------------------
 
+VARIANTS = ("torch-cluster", "torch-cluster + scatter", "baseline")
+
+
 def run_training(args: argparse.Namespace) -> None:
     """Step time (2 scans, forward + backward + AdamW), peak memory and where the time goes, per config.
 
     Each (config, variant) runs in a fresh process, so peak memory is its own. The step time is the
     median of ``--steps`` unprofiled steps; the shares come from a separate profiled pass. The baseline
-    variant is what a user would write without torch-cluster: neighbours by ``cdist`` + ``topk`` and
-    farthest point sampling in a Python loop, on the same backbone.
+    variant is what a user would write without torch-cluster: neighbours by ``cdist`` + ``topk``,
+    farthest point sampling in a Python loop and PyG's scatter-based attention, on the same backbone;
+    the middle variant has torch-cluster but PyG's scatters, to show each fix's share.
     """
     from geot import ops
 
     records = []
     for config in args.configs:
-        for variant in ("torch-cluster", "baseline"):
-            if variant == "torch-cluster" and ops.neighbors._tc is None:
+        for variant in VARIANTS:
+            if variant != "baseline" and ops.neighbors._tc is None:
                 continue
             env = {**os.environ, "GEOT_NEIGHBORS": "torch" if variant == "baseline" else "auto"}
             cmd = [sys.executable, __file__, "training-one", config, variant, "--steps", str(args.steps),
@@ -243,6 +247,11 @@ def run_training_one(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, {"data.num_points": args.points} if args.points else None)
     if args.variant == "baseline" and cfg.model.backbone == "point_transformer":
         cfg.model.sampling = "fps"
+    if args.variant != "torch-cluster":  # reduce over neighbours with PyG's scatters, as before the dense path
+        from geot import ops
+        from geot.ops import neighbors
+
+        ops.dense_neighbours = neighbors.dense_neighbours = lambda *_: None
     scans = [load_prepared(f, cfg.data.align, cfg.data.curvature) for f in find_scans(args.data)[:8]]
     ds = ScanDataset(scans, cfg.data.num_points, cfg.augment.labelled, use_curvature=cfg.data.curvature)
     torch.manual_seed(0)
@@ -461,6 +470,7 @@ def main() -> None:
     acc.add_argument("--seeds", nargs="+", type=int, default=[0])
     acc.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
     acc.add_argument("--force", action="store_true")
+    acc.add_argument("--resume", action="store_true", help="continue interrupted runs of the same config")
     acc.add_argument("--tag", default="", help="name suffix for runs with extra --set overrides (e.g. modules)")
     acc.add_argument("--rule", default=None, help="prediction rule module; reuses the trained run when present")
     inf = sub.add_parser("inference", help="seconds per scan for geot predict, real and upsampled meshes")

@@ -30,9 +30,26 @@ class TransformerBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
         self.act = nn.GELU()
 
-    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor) -> Tensor:
-        h = self.act(self.norm1(self.attn(self.lin_in(x), pos, edge_index)))
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, k: int | None = None) -> Tensor:
+        table = ops.dense_neighbours(edge_index[1], edge_index[0], len(x), k) if k else None
+        h = self.lin_in(x)
+        h = self.attn(h, pos, edge_index) if table is None else dense_vector_attention(self.attn, h, pos, table)
+        h = self.act(self.norm1(h))
         return self.act(x + self.norm2(self.lin_out(h)))
+
+
+def dense_vector_attention(conv: PointTransformerConv, x: Tensor, pos: Tensor, table: Tensor) -> Tensor:
+    """``conv(x, pos, edge_index)`` for a regular kNN graph given as a ``(N, k)`` neighbour table.
+
+    The same parameters and the same formula as PyG's layer (which also attends to each point itself),
+    with the per-neighbour softmax and sum as dense ops over the table instead of scatters.
+    """
+    table = torch.cat([table, torch.arange(len(x), device=x.device)[:, None]], dim=1)  # + self loop
+    delta = conv.pos_nn(pos[:, None, :] - pos[table])                                   # (N, k+1, C)
+    alpha = conv.lin_dst(x)[:, None, :] - conv.lin_src(x)[table] + delta
+    if conv.attn_nn is not None:
+        alpha = conv.attn_nn(alpha)
+    return (torch.softmax(alpha, dim=1) * (conv.lin(x)[table] + delta)).sum(dim=1)
 
 
 class TransitionDown(nn.Module):
@@ -50,6 +67,10 @@ class TransitionDown(nn.Module):
             idx = ops.prefix_sample(batch, self.ratio)
         sub_pos, sub_batch = pos[idx], batch[idx]
         q, nb = ops.knn(pos, sub_pos, self.k, batch, sub_batch)
+        table = ops.dense_neighbours(q, nb, len(idx), self.k)
+        if table is not None:  # the same max-pool as below, as a dense reduction
+            msg = self.mlp(torch.cat([x[table], pos[table] - sub_pos[:, None, :]], dim=2))
+            return msg.max(dim=1).values, sub_pos, sub_batch
         msg = self.mlp(torch.cat([x[nb], pos[nb] - sub_pos[q]], dim=1))
         return scatter(msg, q, dim=0, dim_size=len(idx), reduce="max"), sub_pos, sub_batch
 
@@ -99,13 +120,13 @@ class PointTransformerSeg(nn.Module):
             if i > 0:
                 x, pos, batch = self.down[i - 1](x, pos, batch)
             edge_index = ops.knn_graph(pos, self.k, batch)
-            x = block(x, pos, edge_index)
+            x = block(x, pos, edge_index, self.k)
             levels.append((x, pos, batch, edge_index))
         if self.context is not None:
             x = x + self.context(global_max_pool(x, batch))[batch]
         for i in reversed(range(len(self.dec))):
             x_f, pos_f, batch_f, edge_f = levels[i]
             x = self.up[i](x, pos, batch, x_f, pos_f, batch_f)
-            x = self.dec[i](x, pos_f, edge_f)
+            x = self.dec[i](x, pos_f, edge_f, self.k)
             pos, batch = pos_f, batch_f
         return self.head(x), x

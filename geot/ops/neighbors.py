@@ -133,10 +133,27 @@ def prefix_sample(batch: Tensor, ratio: float) -> Tensor:
     return torch.repeat_interleave(starts, keep) + offsets
 
 
+def dense_neighbours(query: Tensor, neighbour: Tensor, num_queries: int, k: int) -> Tensor | None:
+    """The ``(num_queries, k)`` neighbour table of a kNN edge list, or None when it is not regular.
+
+    kNN results list exactly ``k`` neighbours per query, grouped by query in order, unless a scan has
+    fewer than ``k`` points. A regular list lets layers reduce over neighbours with ``reshape`` + dense
+    ops, which on CPU run several times faster than ``scatter`` over the edge list.
+    """
+    if len(query) != num_queries * k:
+        return None
+    expected = torch.arange(num_queries, device=query.device).repeat_interleave(k)
+    return neighbour.view(num_queries, k) if torch.equal(query, expected) else None
+
+
 def interpolate(x: Tensor, pos_x: Tensor, pos_y: Tensor, batch_x: Tensor | None = None,
                 batch_y: Tensor | None = None, k: int = 3, eps: float = 1e-8) -> Tensor:
     """Features at ``pos_y`` as the inverse-distance-weighted mean of the ``k`` nearest ``x`` (same scan)."""
     q, nb = knn(pos_x, pos_y, k, batch_x, batch_y)
+    table = dense_neighbours(q, nb, len(pos_y), k)
+    if table is not None:
+        w = 1.0 / ((pos_x[table] - pos_y[:, None, :]).norm(dim=-1) + eps)
+        return (x[table] * w[..., None].to(x.dtype)).sum(1) / w.sum(1).clamp(min=eps)[:, None].to(x.dtype)
     w = 1.0 / ((pos_x[nb] - pos_y[q]).norm(dim=-1) + eps)
     out = torch.zeros(len(pos_y), x.shape[1], dtype=x.dtype, device=x.device)
     norm = torch.zeros(len(pos_y), dtype=x.dtype, device=x.device)

@@ -51,3 +51,43 @@ def test_scans_do_not_influence_each_other(batch, name, kwargs):
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="unknown backbone"):
         build_model("pointnet9", 7, 17)
+
+
+@pytest.mark.parametrize("sampling", ["random", "fps"])
+def test_dense_neighbour_path_equals_the_scatter_path(batch, sampling, monkeypatch):
+    """The Point Transformer reduces over regular kNN tables with dense ops; PyG's scatter path is the
+    reference: same outputs and gradients, same parameters (so checkpoints load in either)."""
+    from geot import ops
+    from geot.ops import neighbors
+
+    torch.manual_seed(0)
+    model = build_model("point_transformer", 7, 17, channels=[16, 32, 64], k=8, sampling=sampling)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        logits = model(batch.x, batch.pos, batch.batch)[0]
+        (logits.square().mean()).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    dense, dense_grads = run()
+    with monkeypatch.context() as m:
+        calls = []
+        m.setattr(ops, "dense_neighbours", lambda *a: calls.append(1))
+        m.setattr(neighbors, "dense_neighbours", lambda *a: calls.append(1))
+        sparse, sparse_grads = run()
+    assert calls, "the scatter path was not taken"
+    assert ops.dense_neighbours(*ops.knn(batch.pos, batch.pos, 8, batch.batch, batch.batch), len(batch.pos), 8) \
+        is not None
+    torch.testing.assert_close(dense, sparse, atol=1e-5, rtol=1e-4)
+    for a, b in zip(dense_grads, sparse_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_dense_neighbours_rejects_irregular_lists():
+    from geot.ops import dense_neighbours
+
+    q = torch.tensor([0, 0, 1, 1])
+    nb = torch.tensor([1, 2, 0, 2])
+    assert torch.equal(dense_neighbours(q, nb, 2, 2), torch.tensor([[1, 2], [0, 2]]))
+    assert dense_neighbours(torch.tensor([0, 0, 0, 1]), nb, 2, 2) is None  # 3 for one query, 1 for the other
+    assert dense_neighbours(q[:3], nb[:3], 2, 2) is None
