@@ -122,7 +122,8 @@ def _resolve_config(config: str | None) -> Path | None:
         candidate = root / f"{config.removesuffix('.yaml')}.yaml"
         if candidate.is_file():
             return candidate
-    raise GeotError(f"{config}: no such config file (shipped configs: cpu-small, gpu-full, demo)")
+    shipped = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+    raise GeotError(f"{config}: no such config file (shipped configs: {', '.join(shipped)})")
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:
@@ -155,7 +156,7 @@ def _overrides(sets: list[str]) -> dict:
 def train(
     data: Annotated[Path | None, typer.Argument(help="Folder of scans to split by patient.")] = None,
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints, log, config).")] = Path("runs/geot"),
-    config: Annotated[str | None, typer.Option(help="YAML config path or name (cpu-small, gpu-full, demo).")] = None,
+    config: Annotated[str | None, typer.Option(help="YAML config path or shipped name (cpu-small, ...).")] = None,
     labeled_fraction: Annotated[float | None, typer.Option(help="Fraction of training patients with labels.")] = None,
     method: Annotated[str | None, typer.Option(help="supervised | mean_teacher | fixmatch | geot")] = None,
     labeled: Annotated[Path | None, typer.Option(help="Folder of labelled scans (instead of DATA).")] = None,

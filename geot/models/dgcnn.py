@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import EdgeConv, global_max_pool
 
+from geot import ops
 from geot.models.common import SegHead, mlp
-from geot.ops import knn_graph
 
 
 class DGCNN(nn.Module):
@@ -33,14 +33,21 @@ class DGCNN(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
         """Return (logits, features) per point."""
-        edge_index = knn_graph(pos, self.k, batch)
+        edge_index = ops.knn_graph(pos, self.k, batch)
         outs = []
         for i, conv in enumerate(self.convs):
             if self.dynamic and i > 0:
-                edge_index = knn_graph(x, self.k, batch)
-            x = conv(x, edge_index)
+                edge_index = ops.knn_graph(x, self.k, batch)
+            table = ops.dense_neighbours(edge_index[1], edge_index[0], len(x), self.k)
+            x = conv(x, edge_index) if table is None else dense_edge_conv(conv, x, table)
             outs.append(x)
         local = torch.cat(outs, dim=1)
         glob = global_max_pool(self.lift(local), batch)[batch]
         feats = self.fuse(torch.cat([local, glob], dim=1))
         return self.head(feats), feats
+
+
+def dense_edge_conv(conv: EdgeConv, x: Tensor, table: Tensor) -> Tensor:
+    """``conv(x, edge_index)`` (max aggregation) over a regular ``(N, k)`` neighbour table, without scatters."""
+    centre = x[:, None, :].expand(-1, table.shape[1], -1)
+    return conv.nn(torch.cat([centre, x[table] - centre], dim=-1)).max(dim=1).values

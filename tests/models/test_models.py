@@ -53,15 +53,17 @@ def test_unknown_backbone():
         build_model("pointnet9", 7, 17)
 
 
-@pytest.mark.parametrize("sampling", ["random", "fps"])
-def test_dense_neighbour_path_equals_the_scatter_path(batch, sampling, monkeypatch):
-    """The Point Transformer reduces over regular kNN tables with dense ops; PyG's scatter path is the
+@pytest.mark.parametrize("name, kwargs", [("point_transformer", {"channels": [16, 32, 64], "sampling": "random"}),
+                                          ("point_transformer", {"channels": [16, 32, 64], "sampling": "fps"}),
+                                          ("dgcnn", {"channels": [16, 16], "global_channels": 32})])
+def test_dense_neighbour_path_equals_the_scatter_path(batch, name, kwargs, monkeypatch):
+    """The backbones reduce over regular kNN tables with dense ops; PyG's scatter layers are the
     reference: same outputs and gradients, same parameters (so checkpoints load in either)."""
     from geot import ops
     from geot.ops import neighbors
 
     torch.manual_seed(0)
-    model = build_model("point_transformer", 7, 17, channels=[16, 32, 64], k=8, sampling=sampling)
+    model = build_model(name, 7, 17, k=8, **kwargs)
 
     def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad()
