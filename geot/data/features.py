@@ -63,8 +63,8 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray | None, k: int = 16) 
 
 def _pca_normals(vertices: np.ndarray, k: int) -> np.ndarray:
     # PCA in a centred unit frame: raw coordinates of extreme magnitude would overflow the covariances
-    centred = vertices - vertices.mean(axis=0)
-    pos = torch.as_tensor(centred / (np.abs(centred).max() or 1.0), dtype=torch.float32)
+    offsets = vertices - vertices.mean(axis=0)
+    pos = torch.as_tensor(offsets / (np.abs(offsets).max() or 1.0), dtype=torch.float32)
     k = min(k, len(vertices))
     q, nb = knn(pos, pos, k)
     nbrs = pos[nb].view(len(pos), k, 3) if len(nb) == len(pos) * k else _ragged(pos, q, nb, k)

@@ -30,8 +30,8 @@ class TransformerBlock(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
         self.act = nn.GELU()
 
-    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, k: int | None = None) -> Tensor:
-        table = ops.dense_neighbours(edge_index[1], edge_index[0], len(x), k) if k else None
+    def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, table: Tensor | None = None) -> Tensor:
+        """``table``: the same graph as a regular ``(N, k)`` neighbour table, when it is one (faster)."""
         h = self.lin_in(x)
         h = self.attn(h, pos, edge_index) if table is None else dense_vector_attention(self.attn, h, pos, table)
         h = self.act(self.norm1(h))
@@ -120,13 +120,14 @@ class PointTransformerSeg(nn.Module):
             if i > 0:
                 x, pos, batch = self.down[i - 1](x, pos, batch)
             edge_index = ops.knn_graph(pos, self.k, batch)
-            x = block(x, pos, edge_index, self.k)
-            levels.append((x, pos, batch, edge_index))
+            table = ops.dense_neighbours(edge_index[1], edge_index[0], len(pos), self.k)  # shared with the decoder
+            x = block(x, pos, edge_index, table)
+            levels.append((x, pos, batch, edge_index, table))
         if self.context is not None:
             x = x + self.context(global_max_pool(x, batch))[batch]
         for i in reversed(range(len(self.dec))):
-            x_f, pos_f, batch_f, edge_f = levels[i]
+            x_f, pos_f, batch_f, edge_f, table_f = levels[i]
             x = self.up[i](x, pos, batch, x_f, pos_f, batch_f)
-            x = self.dec[i](x, pos_f, edge_f, self.k)
+            x = self.dec[i](x, pos_f, edge_f, table_f)
             pos, batch = pos_f, batch_f
         return self.head(x), x
