@@ -55,8 +55,11 @@ def load_rows(name: str) -> list[dict[str, Any]]:
 
 
 def save_rows(name: str, rows: list[dict[str, Any]]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1, sort_keys=True))
+    """Atomically: two benchmark processes may finish at nearly the same moment."""
+    from geot.io.atomic import atomic_write
+
+    with atomic_write(RESULTS / f"{name}.json", "w") as fh:
+        fh.write(json.dumps(rows, indent=1, sort_keys=True))
 
 
 def command_line() -> str:
@@ -300,21 +303,14 @@ def run_diagnose(args: argparse.Namespace) -> None:
     import numpy as np
 
     from geot import labels as fdi
-    from geot.config import Config
-    from geot.data.dataset import load_prepared, num_input_features
-    from geot.engine.checkpoint import load_checkpoint
+    from geot.data.dataset import load_prepared
     from geot.engine.inference import segment
+    from geot.engine.predict import Segmenter
     from geot.io.teeth3ds import find_scans
-    from geot.models import build_model
 
-    state = load_checkpoint(args.run / "checkpoints" / "last.pt")
-    cfg = Config.model_validate(state["config"])
-    model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), fdi.NUM_CLASSES,
-                        **cfg.model.kwargs())
-    weights = state["model"]
-    if state.get("teacher"):  # the EMA teacher is what labels the unlabelled scans
-        weights = {k.removeprefix("module."): v for k, v in state["teacher"].items() if k.startswith("module.")}
-    model.load_state_dict(weights)
+    # the EMA teacher of the last epoch is what labelled the unlabelled scans
+    segmenter = Segmenter.load(args.run / "checkpoints" / "last.pt", device="cpu", teacher=True)
+    model, cfg = segmenter.model, segmenter.cfg
     split = json.loads((args.run / "split.json").read_text())
     by_name = {f.name: f for f in find_scans(args.data)}
     conf = np.zeros((fdi.NUM_CLASSES, fdi.NUM_CLASSES), dtype=np.int64)

@@ -42,13 +42,20 @@ class Segmenter:
         self.rule = build_addon({"name": rule}).to(device) if rule else None  # default: argmax
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", rule: str | None = None) -> Segmenter:
-        """From a run folder (best checkpoint), a ``.pt`` checkpoint or an exported bundle folder."""
+    def load(cls, path: str | Path, device: str = "auto", rule: str | None = None,
+             teacher: bool = False) -> Segmenter:
+        """From a run folder (best checkpoint), a ``.pt`` checkpoint or an exported bundle folder.
+
+        ``teacher=True`` takes the EMA teacher of a semi-supervised checkpoint instead of the student:
+        the teacher is what made the pseudo labels, so it is the model to inspect when diagnosing them.
+        """
         from geot.engine.export import load_bundle
 
         path = Path(path)
         dev = resolve_device(device)
         if path.is_dir() and (path / "model.safetensors").is_file():
+            if teacher:
+                raise CheckpointError(path, "an exported bundle holds only the final model, not the teacher")
             weights, cfg = load_bundle(path)
         else:
             from geot.engine.checkpoint import load_checkpoint
@@ -61,6 +68,12 @@ class Segmenter:
             if "model" not in state or "config" not in state:
                 raise CheckpointError(ckpt, "checkpoint holds no model weights or config")
             weights, cfg = state["model"], Config.model_validate(state["config"])
+            if teacher:
+                if not state.get("teacher"):
+                    raise CheckpointError(ckpt, "checkpoint holds no teacher (only mean_teacher and geot "
+                                                "runs train one)")
+                weights = {k.removeprefix("module."): v for k, v in state["teacher"].items()
+                           if k.startswith("module.")}  # AveragedModel wraps the network as .module
         model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), fdi.NUM_CLASSES,
                             **cfg.model.kwargs())
         try:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from geot.config import load_config
 from geot.data.sources import gather_data
@@ -148,3 +149,19 @@ def test_rule_explain_and_select(trained, tmp_path):
     assert result.exit_code == 0, result.output
     chosen = json.loads((tmp_path / "sel.json").read_text())
     assert len(chosen["selected"]) == 1 and set(chosen["scores"]) == {f.name for f in files}
+
+
+def test_load_teacher_of_semi_supervised_run(trained, tmp_path):
+    from geot.engine.checkpoint import load_checkpoint
+    from geot.engine.train import train
+
+    cfg = load_config(overrides={**TINY, "semi.method": "mean_teacher", "optim.epochs": 2})
+    train(cfg, gather_data(cfg, trained / "train", cache_dir=trained / "cache"), tmp_path / "run", progress=False)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    teacher = Segmenter.load(last, device="cpu", teacher=True).model.state_dict()
+    student = Segmenter.load(last, device="cpu").model.state_dict()
+    assert all(torch.equal(v, state["teacher"]["module." + k]) for k, v in teacher.items())
+    assert any(not torch.equal(v, student[k]) for k, v in teacher.items())  # EMA lags the student
+    with pytest.raises(CheckpointError, match="no teacher"):  # a supervised run has none
+        Segmenter.load(trained / "run", teacher=True)
