@@ -73,6 +73,7 @@ class GeoTConfig(_Strict):
     """GeoT's noise model; ``reference_*`` switches reproduce the public code's behaviour (DEVELOPERS.md)."""
 
     idtm: bool = True                 # False: pseudo labels used as clean (the "without IDTM" ablation)
+    soft_targets: bool = False        # True: the teacher's posteriors as targets instead of its argmax
     correction: Literal["probs", "logits"] = "probs"   # T^T p on probabilities (fix) or on logits (reference)
     instance_weight: float = 0.1      # 1 - lambda: share of the instance matrix in T_i
     class_ema: float = 0.99           # EMA decay of the anchor-point class-level matrix (per step)

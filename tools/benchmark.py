@@ -37,6 +37,7 @@ ABLATIONS = {  # name -> config overrides of the geot method
     "geot-no-idtm": {"geot.idtm": False},
     "geot-no-plgr": {"geot.plgr_weight": 0.0},
     "geot-no-clgs": {"geot.clgs_weight": 0.0},
+    "geot-soft": {"geot.soft_targets": True},
 }
 
 

@@ -64,6 +64,8 @@ class GeoTObjective(Objective):
     def __init__(self, cfg: GeoTConfig, threshold: float = 0.0) -> None:
         super().__init__()
         self.cfg, self.threshold = cfg, threshold
+        # the paper trains on hard pseudo labels; soft ones keep the teacher's doubt between arch neighbours
+        self.hard_targets = not cfg.soft_targets
         self.head = IDTMHead(projection="softmax" if cfg.correction == "probs" else "clamp")
         self.prior = ArchPrior(cfg.clgs_sigma, cfg.sigma_softplus, reference_bug=cfg.rownorm_bug)
         self.state = ClassLevelState()

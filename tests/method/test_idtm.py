@@ -96,3 +96,16 @@ def test_geot_objective_gradients_and_ablation():
     plain = GeoTObjective(GeoTConfig(idtm=False))
     loss_plain, _ = plain(logits, q, plain.targets(q), pos, batch)
     torch.testing.assert_close(loss_plain, F.cross_entropy(logits, q.argmax(1)))
+
+
+def test_geot_soft_targets_are_the_teacher_posteriors():
+    torch.manual_seed(3)
+    logits = torch.randn(50, 17)
+    q = torch.softmax(torch.randn(50, 17) * 2, 1)
+    pos, batch = torch.rand(50, 3), torch.zeros(50, dtype=torch.long)
+    soft = GeoTObjective(GeoTConfig(soft_targets=True, idtm=False))
+    torch.testing.assert_close(soft.targets(q), q)
+    loss, _ = soft(logits, q, soft.targets(q), pos, batch)
+    torch.testing.assert_close(loss, -(q * torch.log_softmax(logits, 1)).sum(1).mean())
+    hard = GeoTObjective(GeoTConfig(idtm=False))
+    assert hard.targets(q).max(1).values.eq(1).all()  # default: one-hot argmax, as the paper trains
