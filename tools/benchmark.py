@@ -355,6 +355,14 @@ def run_diagnose(args: argparse.Namespace) -> None:
 
 # --- report -----------------------------------------------------------------------------------------------
 
+def epochs_of(rows: list[dict[str, Any]], method: str) -> int:
+    """Training epochs of a method's runs (the config's, unless overridden)."""
+    from geot.config import load_config
+
+    r = next(r for r in rows if r["method"] == method)
+    return int(r["overrides"].get("optim.epochs", load_config(ROOT / "configs" / r["config"]).optim.epochs))
+
+
 def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     import numpy as np
 
@@ -366,16 +374,17 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
         vals = [r[key] for r in rs]
         return f"{np.mean(vals):.3f}" + (f" ± {np.std(vals):.3f}" if len(vals) > 1 else "")
 
-    lines = ["| method | labelled | config | seeds | tooth mIoU | Dice | accuracy | TSA | exp(-TLA) | TIR "
+    lines = ["| method | labelled | config | epochs | seeds | tooth mIoU | Dice | accuracy | TSA | exp(-TLA) | TIR "
              "| minutes/run |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {m: i for i, m in enumerate(("supervised", "mean_teacher", "fixmatch", "geot"))}
     for (method, fraction, config), rs in sorted(
             groups.items(), key=lambda kv: (kv[0][2], -kv[0][1], order.get(kv[0][0], 9), kv[0][0])):
         metrics = " | ".join(cell(rs, k) for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir"))
         minutes = f"{np.mean([r['minutes'] for r in rs]):.0f}" + (" (resumed)" if any(r.get("resumed") for r in rs)
                                                                    else "")
-        lines.append(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | {len(rs)} | {metrics} | "
+        lines.append(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | "
+                     f"{epochs_of(rs, method)} | {len(rs)} | {metrics} | "
                      f"{minutes} |")
     return lines
 
@@ -412,17 +421,19 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = ("supervised", "mean_teacher", "fixmatch", "geot")
+    methods = ("supervised", "mean_teacher", "fixmatch", "geot", "supervised+long")
     full = [r["miou"] for r in rows if r["method"] == "supervised" and r["fraction"] >= 1]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for method in [m for m in methods if any(r["method"] == m for r in rows)]:
         fractions = sorted({r["fraction"] for r in rows if r["method"] == method})
         pts = [(f, [r["miou"] for r in rows if r["method"] == method and r["fraction"] == f]) for f in fractions]
-        if method != "supervised" and full:
+        if method in ("mean_teacher", "fixmatch", "geot") and full:
             pts.append((1.0, full))  # with every scan labelled all methods are supervised training
         x = [p[0] * 100 for p in pts]
-        ax.errorbar(x, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts], marker="o", capsize=3,
-                    label=method)
+        long = method.endswith("+long")  # the same network trained for more epochs
+        ax.errorbar(x, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts], marker="s" if long else "o",
+                    capsize=3, linestyle=":" if long else "-",
+                    label=f"supervised, {epochs_of(rows, method)} epochs" if long else method)
     if full:  # the project's target: 98% of fully supervised mIoU
         ax.axhline(0.98 * float(np.mean(full)), color="grey", linestyle="--", linewidth=1,
                    label="98% of supervised 100%")

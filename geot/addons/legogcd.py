@@ -4,6 +4,10 @@
   version, with logits shifted by ``tau * log q_bar`` (a running class marginal) so self-training does
   not drift towards the dominant gingiva class.
 * ``dual_view_kl``: KL between the student's posteriors on the weak and strong views of the same points.
+
+The default temperatures are the published ones, chosen for cosine-similarity logits in [-1, 1]; on
+geot's unbounded linear logits they scale gradients 10-20x and training diverged on real scans, so pass
+``temperature=1.0`` (and ``confidence_temperature=1.0``) there (docs/modules.md).
 """
 
 from __future__ import annotations
