@@ -1,0 +1,44 @@
+"""The benchmark report: tables and plot are computed from the result rows, never typed in."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark", ROOT / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(method, fraction, seed, miou, epochs=None):
+    return {"method": method, "fraction": fraction, "seed": seed, "config": "cpu-small.yaml", "labelled": 18,
+            "overrides": {} if epochs is None else {"optim.epochs": epochs}, "miou": miou, "dice": miou,
+            "accuracy": miou, "tsa": miou, "exp_neg_tla": miou, "tir": miou, "minutes": 30.0}
+
+
+def test_accuracy_table_groups_seeds_and_reads_epochs(bench):
+    rows = [row("supervised", 0.2, 0, 0.5), row("supervised", 0.2, 1, 0.7),
+            row("supervised+long", 0.2, 0, 0.8, epochs=180), row("geot", 0.2, 0, 0.6)]
+    lines = bench.accuracy_table(rows)
+    sup = next(line for line in lines if line.startswith("| supervised |"))
+    cells = [c.strip() for c in sup.split("|")[1:-1]]
+    assert cells[3] == "60" and cells[4] == "2"          # the config's epochs; two seeds grouped
+    assert cells[5] == "0.600 ± 0.100"                   # mean ± population std of 0.5 and 0.7
+    long = next(line for line in lines if line.startswith("| supervised+long |"))
+    assert "| 180 | 1 | 0.800 |" in long
+    assert lines.index(sup) < next(i for i, line in enumerate(lines) if line.startswith("| geot |"))
+
+
+def test_plot_writes_png(bench, tmp_path):
+    rows = [row("supervised", 0.2, 0, 0.6), row("supervised", 1.0, 0, 0.62), row("geot", 0.2, 0, 0.61),
+            row("supervised+long", 1.0, 0, 0.7, epochs=180)]
+    bench.plot_accuracy(rows, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
