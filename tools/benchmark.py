@@ -63,6 +63,16 @@ def save_rows(name: str, rows: list[dict[str, Any]]) -> None:
         fh.write(json.dumps(rows, indent=1, sort_keys=True))
 
 
+def parse_value(value: Any) -> Any:
+    """``--set`` values are JSON where they parse as JSON (numbers, lists, true) and strings otherwise."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value  # a word such as fixmatch (which a first-letter test took for false)
+
+
 def command_line() -> str:
     return "python tools/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -94,8 +104,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                     continue
                 overrides = {"semi.method": base, "data.labelled_fraction": fraction, "seed": seed,
                              **(ABLATIONS.get(method, {})), **dict(kv.split("=", 1) for kv in args.set)}
-                overrides = {k: json.loads(v) if isinstance(v, str) and v[:1] in "0123456789-[{tf" else v
-                             for k, v in overrides.items()}
+                overrides = {k: parse_value(v) for k, v in overrides.items()}
                 cfg = load_config(args.config, overrides)
                 t0 = time.time()
                 data = gather_data(cfg, args.data)

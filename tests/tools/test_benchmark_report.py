@@ -42,3 +42,10 @@ def test_plot_writes_png(bench, tmp_path):
             row("supervised+long", 1.0, 0, 0.7, epochs=180)]
     bench.plot_accuracy(rows, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_set_values_parse_as_json_or_stay_words(bench):
+    assert bench.parse_value("180") == 180 and bench.parse_value("true") is True
+    assert bench.parse_value('[{"name": "elr"}]') == [{"name": "elr"}]
+    assert bench.parse_value("fixmatch") == "fixmatch" and bench.parse_value("false") is False
+    assert bench.parse_value(0.2) == 0.2
