@@ -50,6 +50,13 @@ def hardware() -> str:
     return f"{os.cpu_count()}-core {cpu} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def logged_training_seconds(log: Path) -> float:
+    """Training seconds summed over the epochs a run logged, across interruptions."""
+    import csv
+    with log.open() as f:
+        return sum(float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds"))
+
+
 def load_rows(name: str) -> list[dict[str, Any]]:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else []
@@ -117,6 +124,9 @@ def run_accuracy(args: argparse.Namespace) -> None:
                         and (out / "config.yaml").is_file() and load_config(out / "config.yaml") == cfg
                     result = train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
                 train_seconds = time.time() - t0
+                if resume:  # the wall time of an interrupted run is the sum of its logged epochs
+                    train_seconds = logged_training_seconds(out / "log.csv")
+                evaluate_start = time.time()
                 with tempfile.TemporaryDirectory() as tmp:
                     gt = Path(tmp) / "gt"
                     for scan in data.split.val:
@@ -136,7 +146,8 @@ def run_accuracy(args: argparse.Namespace) -> None:
                        "labelled": len(data.labelled), "unlabelled": len(data.unlabelled), "val": len(data.val),
                        **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
                        "best_val_miou_sampled": result["best_val_miou"], "train_minutes": train_seconds / 60,
-                       "minutes": (time.time() - t0) / 60, "resumed": resume, "hardware": hardware(),
+                       "minutes": (train_seconds + time.time() - evaluate_start) / 60, "resumed": resume,
+                       "hardware": hardware(),
                        "command": command_line(),
                        "date": time.strftime("%Y-%m-%d")}
                 rows = [r for r in load_rows("accuracy") if r["name"] != name] + [row]

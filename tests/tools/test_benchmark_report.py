@@ -49,3 +49,10 @@ def test_set_values_parse_as_json_or_stay_words(bench):
     assert bench.parse_value('[{"name": "elr"}]') == [{"name": "elr"}]
     assert bench.parse_value("fixmatch") == "fixmatch" and bench.parse_value("false") is False
     assert bench.parse_value(0.2) == 0.2
+
+
+def test_resumed_run_time_sums_every_logged_epoch(bench, tmp_path):
+    # A run interrupted after epoch 2 and resumed logs epochs 3-4 in the same file; its wall time is all four.
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,seconds,val_miou\n1,2.0,10.5,\n2,1.5,11.0,0.3\n3,1.2,9.5,\n4,1.0,12.0,0.4\n")
+    assert bench.logged_training_seconds(log) == pytest.approx(43.0)
