@@ -377,10 +377,7 @@ def run_diagnose(args: argparse.Namespace) -> None:
 
 def epochs_of(rows: list[dict[str, Any]], method: str) -> int:
     """Training epochs of a method's runs (the config's, unless overridden)."""
-    from geot.config import load_config
-
-    r = next(r for r in rows if r["method"] == method)
-    return int(r["overrides"].get("optim.epochs", load_config(ROOT / "configs" / r["config"]).optim.epochs))
+    return row_epochs(next(r for r in rows if r["method"] == method))
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -434,6 +431,45 @@ def training_table(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+MAIN_METHODS = ("supervised", "mean_teacher", "fixmatch", "geot")
+RUN_KEYS = {"semi.method", "data.labelled_fraction", "seed", "optim.epochs"}
+
+
+def row_epochs(row: dict[str, Any]) -> int:
+    """Training epochs of one result row (the config's, unless overridden)."""
+    from geot.config import load_config
+
+    return int(row["overrides"].get("optim.epochs", load_config(ROOT / "configs" / row["config"]).optim.epochs))
+
+
+def accuracy_series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, list[float]]]:
+    """mIoU per labelled fraction for each main method and training length; ablations and modules stay out.
+
+    Every method's 100% point is supervised training of the same length: with every scan labelled there is
+    nothing to pseudo-label.
+    """
+    series: dict[tuple[str, int], dict[float, list[float]]] = {}
+    for r in rows:
+        base = r["method"].split("+")[0]
+        if base in MAIN_METHODS and set(r["overrides"]) <= RUN_KEYS:
+            series.setdefault((base, row_epochs(r)), {}).setdefault(r["fraction"], []).append(r["miou"])
+    for (method, epochs), points in series.items():
+        full = series.get(("supervised", epochs), {}).get(1.0)
+        if method != "supervised" and full:
+            points.setdefault(1.0, full)
+    return {key: dict(sorted(points.items())) for key, points in series.items()}
+
+
+def target_reference(rows: list[dict[str, Any]]) -> tuple[int, float] | None:
+    """(epochs, mean mIoU) of the longest-trained fully supervised run: the reference the target is set against."""
+    full = [(epochs, points[1.0]) for (method, epochs), points in accuracy_series(rows).items()
+            if method == "supervised" and 1.0 in points]
+    if not full:
+        return None
+    epochs, values = max(full)
+    return epochs, statistics.fmean(values)
+
+
 def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
     import numpy as np
@@ -441,28 +477,25 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = ("supervised", "mean_teacher", "fixmatch", "geot", "supervised+long")
-    full = [r["miou"] for r in rows if r["method"] == "supervised" and r["fraction"] >= 1]
+    series = accuracy_series(rows)
+    lengths = sorted({epochs for _, epochs in series})  # one marker and line style per training length
+    styles = dict(zip(lengths, [("o", "-"), ("s", ":"), ("^", "-."), ("D", (0, (1, 3)))] * len(lengths), strict=False))
+    colours = dict(zip(MAIN_METHODS, ("C0", "C1", "C2", "C3"), strict=True))
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    for method in [m for m in methods if any(r["method"] == m for r in rows)]:
-        fractions = sorted({r["fraction"] for r in rows if r["method"] == method})
-        pts = [(f, [r["miou"] for r in rows if r["method"] == method and r["fraction"] == f]) for f in fractions]
-        if method in ("mean_teacher", "fixmatch", "geot") and full:
-            pts.append((1.0, full))  # with every scan labelled all methods are supervised training
-        x = [p[0] * 100 for p in pts]
-        long = method.endswith("+long")  # the same network trained for more epochs
-        ax.errorbar(x, [np.mean(p[1]) for p in pts], yerr=[np.std(p[1]) for p in pts], marker="s" if long else "o",
-                    capsize=3, linestyle=":" if long else "-",
-                    label=f"supervised, {epochs_of(rows, method)} epochs" if long else method)
-    if full:  # the project's target: 98% of fully supervised mIoU
-        ax.axhline(0.98 * float(np.mean(full)), color="grey", linestyle="--", linewidth=1,
-                   label=f"98% of supervised 100%, {epochs_of(rows, 'supervised')} epochs")
-    values = [r["miou"] for r in rows if r["method"] in methods]
+    for (method, epochs), points in sorted(series.items(), key=lambda kv: (kv[0][1], MAIN_METHODS.index(kv[0][0]))):
+        marker, line = styles[epochs]
+        ax.errorbar([f * 100 for f in points], [np.mean(v) for v in points.values()],
+                    yerr=[np.std(v) for v in points.values()], color=colours[method], capsize=3,
+                    marker=marker, linestyle=line, label=f"{method}, {epochs} epochs")
+    reference = target_reference(rows)
+    if reference:  # the project's target: 98% of fully supervised mIoU
+        ax.axhline(0.98 * reference[1], color="grey", linestyle="--", linewidth=1,
+                   label=f"98% of supervised 100%, {reference[0]} epochs")
+    values = [v for points in series.values() for vs in points.values() for v in vs]
     ax.set_ylim(np.floor((min(values) - 0.05) * 10) / 10, np.ceil((max(values) + 0.02) * 10) / 10)
     ax.set_xlabel("labelled patients (%)")
     ax.set_ylabel("tooth mIoU, held-out patients")
-    ax.set_title(f"cpu-small on 108 real jaws (2-core CPU), {epochs_of(rows, 'supervised')} epochs unless marked",
-                 fontsize=9)
+    ax.set_title("cpu-small on 108 real jaws (2-core CPU)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()

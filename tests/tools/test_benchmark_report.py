@@ -56,3 +56,18 @@ def test_resumed_run_time_sums_every_logged_epoch(bench, tmp_path):
     log = tmp_path / "log.csv"
     log.write_text("epoch,loss,seconds,val_miou\n1,2.0,10.5,\n2,1.5,11.0,0.3\n3,1.2,9.5,\n4,1.0,12.0,0.4\n")
     assert bench.logged_training_seconds(log) == pytest.approx(43.0)
+
+
+def test_plot_series_split_by_training_length_and_share_the_supervised_100_point(bench):
+    module_row = row("geot+pskd", 0.2, 0, 0.9)
+    module_row["overrides"] = {"modules": [{"name": "pskd"}]}
+    rows = [row("supervised", 0.2, 0, 0.6), row("supervised", 1.0, 0, 0.62), row("geot", 0.2, 0, 0.61),
+            row("geot", 0.2, 1, 0.63), row("geot-no-plgr", 0.2, 0, 0.5), module_row,
+            row("geot+long", 0.2, 0, 0.75, epochs=180), row("supervised+long", 1.0, 0, 0.72, epochs=180),
+            row("supervised+longer", 1.0, 0, 0.79, epochs=360)]
+    series = bench.accuracy_series(rows)
+    assert set(series) == {("supervised", 60), ("geot", 60), ("geot", 180), ("supervised", 180), ("supervised", 360)}
+    assert series[("geot", 60)] == {0.2: [0.61, 0.63], 1.0: [0.62]}     # seeds grouped; 100% is supervised, 60 ep
+    assert series[("geot", 180)] == {0.2: [0.75], 1.0: [0.72]}         # ... and 180 ep for the 180-ep line
+    assert bench.target_reference(rows) == (360, pytest.approx(0.79))  # the longest-trained reference
+    assert bench.target_reference(rows[:1]) is None
