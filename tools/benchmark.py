@@ -14,6 +14,9 @@ docs/results/*.json (one row per run, with the command, data, hardware and wall 
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
+import itertools
 import json
 import os
 import platform
@@ -50,11 +53,10 @@ def hardware() -> str:
     return f"{os.cpu_count()}-core {cpu} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def logged_training_seconds(log: Path) -> float:
-    """Training seconds summed over the epochs a run logged, across interruptions."""
-    import csv
+def logged_column(log: Path, column: str) -> list[float]:
+    """One column of a run's ``log.csv``, skipping epochs that left it empty (a resumed run logs into the same file)."""
     with log.open() as f:
-        return sum(float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds"))
+        return [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
 
 
 def load_rows(name: str) -> list[dict[str, Any]]:
@@ -125,7 +127,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                     result = train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
                 train_seconds = time.time() - t0
                 if resume:  # the wall time of an interrupted run is the sum of its logged epochs
-                    train_seconds = logged_training_seconds(out / "log.csv")
+                    train_seconds = sum(logged_column(out / "log.csv", "seconds"))
                 evaluate_start = time.time()
                 with tempfile.TemporaryDirectory() as tmp:
                     gt = Path(tmp) / "gt"
@@ -319,8 +321,6 @@ def run_diagnose(args: argparse.Namespace) -> None:
     """How good are the pseudo labels? The teacher of a run segments its unlabelled scans (whose true
     labels the real data has), and the errors are sorted by kind: arch neighbours (off by one tooth),
     teeth further apart, tooth vs gingiva. The IDTM diagonal mass comes from the run's log."""
-    import csv
-
     import numpy as np
 
     from geot import labels as fdi
@@ -355,8 +355,7 @@ def run_diagnose(args: argparse.Namespace) -> None:
     present = conf.sum(1) > 0
     upper, lower = (fdi.class_to_fdi(np.arange(fdi.NUM_CLASSES), j) for j in ("upper", "lower"))
     names = ["gingiva", *(f"FDI {u}/{lo}" for u, lo in zip(upper[1:], lower[1:], strict=True))]
-    with (args.run / "log.csv").open() as fh:
-        diag = [float(r["diag"]) for r in csv.DictReader(fh) if r.get("diag")]
+    diag = logged_column(args.run / "log.csv", "diag")
     report = {"run": str(args.run.relative_to(ROOT) if args.run.is_relative_to(ROOT) else args.run),
               "unlabelled_scans": len(split["unlabelled"]),
               "pseudo_label_accuracy": float(np.trace(conf) / conf.sum()),
@@ -374,11 +373,6 @@ def run_diagnose(args: argparse.Namespace) -> None:
 
 
 # --- report -----------------------------------------------------------------------------------------------
-
-def epochs_of(rows: list[dict[str, Any]], method: str) -> int:
-    """Training epochs of a method's runs (the config's, unless overridden)."""
-    return row_epochs(next(r for r in rows if r["method"] == method))
-
 
 def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     import numpy as np
@@ -401,7 +395,7 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
         minutes = f"{np.mean([r['minutes'] for r in rs]):.0f}" + (" (resumed)" if any(r.get("resumed") for r in rs)
                                                                    else "")
         lines.append(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | "
-                     f"{epochs_of(rs, method)} | {len(rs)} | {metrics} | "
+                     f"{row_epochs(rs[0])} | {len(rs)} | {metrics} | "
                      f"{minutes} |")
     return lines
 
@@ -435,11 +429,17 @@ MAIN_METHODS = ("supervised", "mean_teacher", "fixmatch", "geot")
 RUN_KEYS = {"semi.method", "data.labelled_fraction", "seed", "optim.epochs"}
 
 
-def row_epochs(row: dict[str, Any]) -> int:
-    """Training epochs of one result row (the config's, unless overridden)."""
+@functools.cache
+def config_epochs(config: str) -> int:
+    """Epochs a committed config trains for (read once per config, not once per row)."""
     from geot.config import load_config
 
-    return int(row["overrides"].get("optim.epochs", load_config(ROOT / "configs" / row["config"]).optim.epochs))
+    return load_config(ROOT / "configs" / config).optim.epochs
+
+
+def row_epochs(row: dict[str, Any]) -> int:
+    """Training epochs of one result row (the config's, unless overridden)."""
+    return int(row["overrides"].get("optim.epochs", config_epochs(row["config"])))
 
 
 def accuracy_series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, list[float]]]:
@@ -479,7 +479,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
 
     series = accuracy_series(rows)
     lengths = sorted({epochs for _, epochs in series})  # one marker and line style per training length
-    styles = dict(zip(lengths, [("o", "-"), ("s", ":"), ("^", "-."), ("D", (0, (1, 3)))] * len(lengths), strict=False))
+    styles = dict(zip(lengths, itertools.cycle([("o", "-"), ("s", ":"), ("^", "-."), ("D", (0, (1, 3)))])))
     colours = dict(zip(MAIN_METHODS, ("C0", "C1", "C2", "C3"), strict=True))
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     for (method, epochs), points in sorted(series.items(), key=lambda kv: (kv[0][1], MAIN_METHODS.index(kv[0][0]))):

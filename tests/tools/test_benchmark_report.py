@@ -55,7 +55,8 @@ def test_resumed_run_time_sums_every_logged_epoch(bench, tmp_path):
     # A run interrupted after epoch 2 and resumed logs epochs 3-4 in the same file; its wall time is all four.
     log = tmp_path / "log.csv"
     log.write_text("epoch,loss,seconds,val_miou\n1,2.0,10.5,\n2,1.5,11.0,0.3\n3,1.2,9.5,\n4,1.0,12.0,0.4\n")
-    assert bench.logged_training_seconds(log) == pytest.approx(43.0)
+    assert sum(bench.logged_column(log, "seconds")) == pytest.approx(43.0)
+    assert bench.logged_column(log, "val_miou") == [0.3, 0.4]          # epochs without validation are skipped
 
 
 def test_plot_series_split_by_training_length_and_share_the_supervised_100_point(bench):
