@@ -76,7 +76,8 @@ class GeoTConfig(_Strict):
     soft_targets: bool = False        # True: the teacher's posteriors as targets instead of its argmax
     correction: Literal["probs", "logits"] = "probs"   # T^T p on probabilities (fix) or on logits (reference)
     instance_weight: float = 0.1      # 1 - lambda: share of the instance matrix in T_i
-    class_ema: float = 0.99           # EMA decay of the anchor-point class-level matrix (per step)
+    class_estimate: Literal["anchor", "posterior"] = "anchor"  # class-level estimate (DEVELOPERS.md, beyond the paper)
+    class_ema: float = 0.99           # EMA decay of the class-level matrix (per step)
     anchor_confidence: float = 0.5    # update a class's row only if its anchor is this confident (reference: 0)
     class_mean: Literal["class_mean", "reference_bug"] = "class_mean"
     plgr_weight: float = 0.1

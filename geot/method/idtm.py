@@ -2,8 +2,9 @@
 
 Each point gets ``T_i = (1 - w) T_class + w T_ins(i)``, rows summing to 1:
 
-* ``T_class`` is class-level: an EMA of anchor-point estimates (the teacher's posterior at the point most
-  confident for each class), blended with the CLGS arch prior.
+* ``T_class`` is class-level: an EMA of per-batch estimates, blended with the CLGS arch prior. The paper's
+  estimate takes the teacher's posterior at the point most confident for each class (``anchor_matrix``);
+  ``posterior_confusion`` instead weighs every point's pseudo label by the teacher's belief in each class.
 * ``T_ins(i)`` comes from a small head on the point's (detached) clean posterior, conditioned row by row
   on the mean posterior of labelled points of that class.
 """
@@ -56,6 +57,27 @@ def anchor_matrix(probs: Tensor, min_confidence: float = 0.0) -> tuple[Tensor, T
     best, where = probs.max(dim=0)
     best, rows = global_argmax_rows(best, probs[where])  # over every process's points when distributed
     return rows, best >= min_confidence
+
+
+def posterior_confusion(probs: Tensor, pseudo: Tensor, weight: Tensor | None = None,
+                        min_mass: float = 10.0) -> tuple[Tensor, Tensor]:
+    """Row a = how the pseudo labels fall for points the teacher believes are class a: P(label b | class a).
+
+    Why not anchors: the pseudo label is the teacher's own argmax, so at the point where the teacher is most
+    sure of a class the label is that class by construction, and the anchor estimate tends to the identity as
+    the teacher grows confident, while its labels stay wrong where it is unsure. Reading the teacher's
+    posterior q_i as the chance that point i is truly class a, ``sum_i q_ia [label_i = b]`` estimates the
+    joint of true class and label; dividing by its row sum gives the transition row. Rows with less than
+    ``min_mass`` points' worth of belief (a class absent from the batch) are flagged False.
+    """
+    from geot.distributed import all_reduce_sum
+
+    c = probs.shape[1]
+    q = probs if weight is None else probs * weight[:, None]
+    joint = torch.zeros(c, c, dtype=probs.dtype, device=probs.device).index_add_(1, pseudo, q.T)
+    joint = all_reduce_sum(joint)  # over every process's points when distributed
+    mass = joint.sum(dim=1)
+    return joint / mass.clamp(min=1e-12)[:, None], mass >= min_mass
 
 
 class ClassLevelState(nn.Module):

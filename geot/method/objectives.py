@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from geot.config import GeoTConfig, SemiConfig
 from geot.method.clgs import ArchPrior, row_normalise
-from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix
+from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix, posterior_confusion
 from geot.method.losses import corrected_nll, masked_mean, poly1_focal, soft_cross_entropy
 from geot.method.plgr import plgr_loss
 
@@ -76,7 +76,7 @@ class GeoTObjective(Objective):
                                       reference_bug=self.cfg.class_mean == "reference_bug")
 
     def class_level(self) -> Tensor:
-        """Class-level matrix: EMA of anchor estimates blended with the arch prior (CLGS)."""
+        """Class-level matrix: EMA of per-batch estimates blended with the arch prior (CLGS)."""
         w = self.cfg.clgs_weight
         base = self.state.transition.clone()
         if w == 0:
@@ -109,8 +109,11 @@ class GeoTObjective(Objective):
             loss = loss + cfg.plgr_weight * reg
             logs["plgr"] = reg.item()
         with torch.no_grad():
-            anchor, trusted = anchor_matrix(probs_weak, cfg.anchor_confidence)
-            self.state.update_transition(anchor, cfg.class_ema, cfg.rownorm_bug, rows=trusted)
+            if cfg.class_estimate == "posterior":
+                estimate, trusted = posterior_confusion(probs_weak, pseudo, mask)
+            else:
+                estimate, trusted = anchor_matrix(probs_weak, cfg.anchor_confidence)
+            self.state.update_transition(estimate, cfg.class_ema, cfg.rownorm_bug, rows=trusted)
             # expected chance that a point's label is clean under its own matrix: sum_a p_a T_aa
             logs["diag"] = (probs * torch.diagonal(t, dim1=1, dim2=2)).sum(1).mean().item()
         return loss, logs

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from geot.config import GeoTConfig
-from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix
+from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix, posterior_confusion
 from geot.method.losses import corrected_nll, poly1_focal
 from geot.method.objectives import GeoTObjective
 
@@ -109,3 +109,41 @@ def test_geot_soft_targets_are_the_teacher_posteriors():
     torch.testing.assert_close(loss, -(q * torch.log_softmax(logits, 1)).sum(1).mean())
     hard = GeoTObjective(GeoTConfig(idtm=False))
     assert hard.targets(q).max(1).values.eq(1).all()  # default: one-hot argmax, as the paper trains
+
+
+def test_posterior_confusion_is_the_expected_label_distribution_per_class():
+    # 10 points the teacher labels 0 while believing them 80% class 0, 20 labelled 1 at 30% / 70%
+    q = torch.tensor([[0.8, 0.2]] * 10 + [[0.3, 0.7]] * 20)
+    pseudo = q.argmax(1)
+    rows, trusted = posterior_confusion(q, pseudo, min_mass=1.0)
+    # class 0: 8 points' belief labelled 0, 6 labelled 1; class 1: 2 labelled 0, 14 labelled 1
+    torch.testing.assert_close(rows, torch.tensor([[8 / 14, 6 / 14], [2 / 16, 14 / 16]]))
+    assert trusted.all()
+    weight = torch.tensor([1.0] * 10 + [0.0] * 20)  # filtered points do not count
+    rows, trusted = posterior_confusion(q, pseudo, weight, min_mass=1.0)
+    torch.testing.assert_close(rows, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    assert trusted.tolist() == [True, True]
+    _, trusted = posterior_confusion(q, pseudo, weight, min_mass=5.0)
+    assert trusted.tolist() == [True, False]  # class 1 holds 2 points' worth of belief
+
+
+def test_posterior_estimate_keeps_the_noise_that_anchors_lose():
+    """A teacher sure of some points and torn on others: the anchor rows are one-hot (identity), the
+    posterior rows keep the off-diagonal mass of the torn points, and the objective's EMA follows them."""
+    sure = torch.eye(3).repeat(20, 1) * 0.98 + 0.02 / 3
+    torn = torch.tensor([[0.55, 0.45, 0.0], [0.0, 0.55, 0.45]]).repeat(20, 1)
+    q = torch.cat([sure, torn])
+    anchors, _ = anchor_matrix(q)
+    confusion, _ = posterior_confusion(q, q.argmax(1))
+    assert torch.diagonal(anchors).min() > 0.97
+    assert torch.diagonal(confusion)[1:].max() < 0.8
+    logits, pos = torch.randn(len(q), 17), torch.rand(len(q), 3)
+    q17 = torch.cat([q, torch.zeros(len(q), 14)], 1)
+    batch = torch.zeros(len(q), dtype=torch.long)
+    diag = {}
+    for estimate in ("anchor", "posterior"):
+        obj = GeoTObjective(GeoTConfig(class_estimate=estimate, class_ema=0.5, plgr_weight=0.0))
+        for _ in range(10):
+            obj(logits, q17, obj.targets(q17), pos, batch)
+        diag[estimate] = torch.diagonal(obj.state.transition)[1:3].mean().item()
+    assert diag["anchor"] > 0.97 and diag["posterior"] < 0.8

@@ -72,3 +72,18 @@ def test_plot_series_split_by_training_length_and_share_the_supervised_100_point
     assert series[("geot", 180)] == {0.2: [0.75], 1.0: [0.72]}         # ... and 180 ep for the 180-ep line
     assert bench.target_reference(rows) == (360, pytest.approx(0.79))  # the longest-trained reference
     assert bench.target_reference(rows[:1]) is None
+
+
+def test_class_level_diagonals_measured_and_estimated(bench):
+    import numpy as np
+
+    # Scan 1: two sure points per class, then one torn point truly class 1 that the teacher labels 0.
+    probs = np.array([[0.99, 0.01], [0.98, 0.02], [0.01, 0.99], [0.02, 0.98], [0.6, 0.4]])
+    truth = np.array([0, 0, 1, 1, 1])
+    out = bench.class_level_diagonals([(np.repeat(probs, 10, 0), np.repeat(truth, 10))])  # 10x: enough belief mass
+    assert out["measured"] == (1.0 + 2 / 3) / 2                   # class 1: 2 of 3 labels right
+    assert out["anchor estimate"] == pytest.approx(0.99)         # the sure points: no noise seen
+    joint = np.array([[0.99 + 0.98 + 0.6, 0.03], [0.01 + 0.02 + 0.4, 0.99 + 0.98]])
+    expected = (joint[0, 0] / joint[0].sum() + joint[1, 1] / joint[1].sum()) / 2
+    assert out["posterior estimate"] == pytest.approx(expected)  # below the anchors' diagonal
+    assert out["posterior estimate"] < out["anchor estimate"]
