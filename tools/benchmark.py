@@ -318,32 +318,29 @@ def run_training_one(args: argparse.Namespace) -> None:
 
 # --- diagnosis -------------------------------------------------------------------------------------------
 
-def class_level_diagonals(scans: list[tuple[Any, Any]], anchor_confidence: float = 0.5) -> dict[str, float]:
-    """Mean diagonal of the class-level transition matrix three ways: measured (pseudo labels against the
-    truth, pooled) and as geot's two estimators see it from the teacher's posteriors alone (one scan at a
-    time, as in training, rows averaged over the scans that trust them). Classes absent from the truth
-    are left out of all three."""
+def class_level_diagonals(posteriors: list[Any], confusion: Any, anchor_confidence: float = 0.5) -> dict[str, float]:
+    """Mean diagonal of the class-level transition matrix three ways: measured (``confusion``, the pooled
+    counts of true class against pseudo label) and as geot's two estimators see it from the teacher's
+    posteriors alone (one scan at a time, as in training, rows averaged over the scans that trust them).
+    Classes absent from the truth are left out of all three."""
     import numpy as np
     import torch
 
     from geot.method.idtm import anchor_matrix, posterior_confusion
 
-    c = scans[0][0].shape[1]
-    joint = np.zeros((c, c))
+    c = confusion.shape[0]
     sums = {"anchor estimate": np.zeros(c), "posterior estimate": np.zeros(c)}
     counts = {name: np.zeros(c) for name in sums}
-    for probs, truth in scans:
+    for probs in posteriors:
         q = torch.as_tensor(probs, dtype=torch.float32)
-        pseudo = q.argmax(dim=1)
-        np.add.at(joint, (np.asarray(truth), pseudo.numpy()), 1)
         estimates = {"anchor estimate": anchor_matrix(q, anchor_confidence),
-                     "posterior estimate": posterior_confusion(q, pseudo)}
+                     "posterior estimate": posterior_confusion(q, q.argmax(dim=1))}
         for name, (rows, trusted) in estimates.items():
             ok = trusted.numpy()
             sums[name][ok] += torch.diagonal(rows).numpy()[ok]
             counts[name][ok] += 1
-    present = joint.sum(1) > 0
-    out = {"measured": float((np.diag(joint)[present] / joint.sum(1)[present]).mean())}
+    present = confusion.sum(1) > 0
+    out = {"measured": float((np.diag(confusion)[present] / confusion.sum(1)[present]).mean())}
     for name in sums:
         seen = present & (counts[name] > 0)
         out[name] = float((sums[name][seen] / counts[name][seen]).mean())
@@ -373,7 +370,7 @@ def run_diagnose(args: argparse.Namespace) -> None:
         scan = load_prepared(by_name[name], cfg.data.align, cfg.data.curvature)
         probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed)
         pred = probs.argmax(1)
-        posteriors.append((probs, scan.y))
+        posteriors.append(probs)
         np.add.at(conf, (scan.y, pred), 1)
         sure = probs.max(1) >= args.threshold
         confident += int(sure.sum())
@@ -398,7 +395,7 @@ def run_diagnose(args: argparse.Namespace) -> None:
               f"accuracy_confident_{args.threshold:g}": confident_right / max(confident, 1),
               "error_kinds": {k: float(v / max(wrong, 1)) for k, v in kinds.items()},
               "iou_per_class": {names[c]: float(iou[c]) for c in range(fdi.NUM_CLASSES) if present[c]},
-              "class_level_diagonal": class_level_diagonals(posteriors, cfg.geot.anchor_confidence),
+              "class_level_diagonal": class_level_diagonals(posteriors, conf, cfg.geot.anchor_confidence),
               "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
               "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
               "command": command_line(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d")}

@@ -80,7 +80,10 @@ def test_class_level_diagonals_measured_and_estimated(bench):
     # Scan 1: two sure points per class, then one torn point truly class 1 that the teacher labels 0.
     probs = np.array([[0.99, 0.01], [0.98, 0.02], [0.01, 0.99], [0.02, 0.98], [0.6, 0.4]])
     truth = np.array([0, 0, 1, 1, 1])
-    out = bench.class_level_diagonals([(np.repeat(probs, 10, 0), np.repeat(truth, 10))])  # 10x: enough belief mass
+    probs, truth = np.repeat(probs, 10, 0), np.repeat(truth, 10)  # 10x: enough belief mass
+    confusion = np.zeros((2, 2), dtype=np.int64)
+    np.add.at(confusion, (truth, probs.argmax(1)), 1)
+    out = bench.class_level_diagonals([probs], confusion)
     assert out["measured"] == (1.0 + 2 / 3) / 2                   # class 1: 2 of 3 labels right
     assert out["anchor estimate"] == pytest.approx(0.99)         # the sure points: no noise seen
     joint = np.array([[0.99 + 0.98 + 0.6, 0.03], [0.01 + 0.02 + 0.4, 0.99 + 0.98]])
