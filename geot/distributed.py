@@ -40,7 +40,14 @@ def is_main() -> bool:
 def local_device(device: torch.device) -> torch.device:
     """One GPU per process on multi-GPU machines."""
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        rank, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if rank >= gpus:
+            from geot.errors import GeotError
+
+            raise GeotError(f"process {rank} has no GPU of its own: {os.environ.get('LOCAL_WORLD_SIZE', '?')} "
+                            f"processes on a machine with {gpus} GPU(s); start at most {gpus} "
+                            "(--nproc), or train on the CPU (--set device=cpu)")
+        return torch.device("cuda", rank)
     return device
 
 

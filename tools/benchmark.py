@@ -14,7 +14,9 @@ docs/results/*.json (one row per run, with the command, data, hardware and wall 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import functools
 import itertools
 import json
@@ -50,7 +52,7 @@ def hardware() -> str:
 
     cpu = platform.processor() or platform.machine()
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} GPU"
+        return f"{torch.cuda.get_device_name(0)} GPU, {os.cpu_count()}-core CPU, torch {torch.__version__}"
     return f"{os.cpu_count()}-core {cpu} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
@@ -65,12 +67,37 @@ def load_rows(name: str) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+@contextlib.contextmanager
+def rows_locked(name: str):
+    """Hold while reading, changing and saving a results file: runs that share a machine finish in any order."""
+    with open(Path(tempfile.gettempdir()) / f"geot-bench-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def put_row(name: str, row: dict[str, Any], key: str) -> None:
+    """Add ``row`` to results file ``name``, replacing the row with the same ``key`` value (a rerun)."""
+    with rows_locked(name):
+        save_rows(name, [r for r in load_rows(name) if r.get(key) != row[key]] + [row])
+
+
+def short_hardware(hardware: str) -> str:
+    """'NVIDIA H200 GPU, ...' -> 'H200 GPU'; a CPU description -> '2-core CPU'."""
+    first = hardware.split(",")[0]
+    return first.removeprefix("NVIDIA ") if "GPU" in first else " ".join(first.split()[:1] + ["CPU"])
+
+
 def save_rows(name: str, rows: list[dict[str, Any]]) -> None:
     """Atomically: two benchmark processes may finish at nearly the same moment."""
     from geot.io.atomic import atomic_write
 
     with atomic_write(RESULTS / f"{name}.json", "w") as fh:
         fh.write(json.dumps(rows, indent=1, sort_keys=True))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs as config overrides."""
+    return {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in pairs)}
 
 
 def parse_value(value: Any) -> Any:
@@ -113,8 +140,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                     print(f"skip {name} (in docs/results/accuracy.json; --force reruns)")
                     continue
                 overrides = {"semi.method": base, "data.labelled_fraction": fraction, "seed": seed,
-                             **(ABLATIONS.get(method, {})), **dict(kv.split("=", 1) for kv in args.set)}
-                overrides = {k: parse_value(v) for k, v in overrides.items()}
+                             **(ABLATIONS.get(method, {})), **parse_overrides(args.set)}
                 cfg = load_config(args.config, overrides)
                 t0 = time.time()
                 data = gather_data(cfg, args.data)
@@ -153,8 +179,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                        "hardware": hardware(),
                        "command": command_line(),
                        "date": time.strftime("%Y-%m-%d")}
-                rows = [r for r in load_rows("accuracy") if r["name"] != name] + [row]
-                save_rows("accuracy", rows)
+                put_row("accuracy", row, key="name")
                 print(f"{name}: mIoU {row['miou']:.4f} Dice {row['dice']:.4f} acc {row['accuracy']:.4f} "
                       f"TSA {row['tsa']:.4f} TIR {row['tir']:.4f} ({row['minutes']:.1f} min)", flush=True)
 
@@ -227,12 +252,12 @@ def run_inference(args: argparse.Namespace) -> None:
     record = {"model": str(args.model), "rows": rows, "hardware": hardware(), "command": command_line(),
               "date": time.strftime("%Y-%m-%d"), "note": "end to end: read, features, forward, propagate, write "
               "JSON + PLY; one process, model loaded once"}
-    save_rows("inference", [r for r in load_rows("inference") if r.get("command") != record["command"]] + [record])
+    put_row("inference", record, key="command")
 
 
 # --- training speed and profile ----------------------------------------------------------------------
 
-VARIANTS = ("torch-cluster", "torch-cluster + scatter", "baseline")
+VARIANTS = ("torch-cluster", "torch-cluster + scatter", "torch", "baseline")
 
 
 def run_training(args: argparse.Namespace) -> None:
@@ -242,23 +267,28 @@ def run_training(args: argparse.Namespace) -> None:
     median of ``--steps`` unprofiled steps; the shares come from a separate profiled pass. The baseline
     variant is what a user would write without torch-cluster: neighbours by ``cdist`` + ``topk``,
     farthest point sampling in a Python loop and PyG's scatter-based attention, on the same backbone;
-    the middle variant has torch-cluster but PyG's scatters, to show each fix's share.
+    the torch-cluster + scatter variant has torch-cluster but PyG's scatters, to show each fix's share;
+    ``torch`` is geot without torch-cluster (its pure-torch neighbours, dense layers, the config's sampling).
+    The variants with torch-cluster are left out where it is not installed. On a GPU the shares come from
+    synchronising at the end of each phase, so they include the GPU's time.
     """
     from geot import ops
 
     records = []
     for config in args.configs:
         for variant in VARIANTS:
-            if variant != "baseline" and ops.neighbors._tc is None:
+            if variant.startswith("torch-cluster") and ops.neighbors._tc is None:
                 continue
-            env = {**os.environ, "GEOT_NEIGHBORS": "torch" if variant == "baseline" else "auto"}
+            env = {**os.environ, "GEOT_NEIGHBORS": "auto" if variant.startswith("torch-cluster") else "torch"}
             cmd = [sys.executable, __file__, "training-one", config, variant, "--steps", str(args.steps),
-                   "--data", str(args.data)] + (["--points", str(args.points)] if args.points else [])
+                   "--data", str(args.data), "--device", args.device, "--set", *args.set] \
+                + (["--points", str(args.points)] if args.points else [])
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             records.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(records[-1], flush=True)
-    save_rows("training", [{"rows": records, "hardware": hardware(), "command": command_line(),
-                            "date": time.strftime("%Y-%m-%d"), "steps": args.steps}])
+    record = {"rows": records, "hardware": hardware(), "command": command_line(),
+              "date": time.strftime("%Y-%m-%d"), "steps": args.steps}
+    put_row("training", record, key="hardware")  # the latest record per machine
 
 
 def run_training_one(args: argparse.Namespace) -> None:
@@ -268,13 +298,16 @@ def run_training_one(args: argparse.Namespace) -> None:
 
     from geot.config import load_config
     from geot.data.dataset import ScanDataset, load_prepared, num_input_features
+    from geot.engine.inference import resolve_device
     from geot.io.teeth3ds import find_scans
     from geot.models import build_model, count_parameters
 
-    cfg = load_config(args.config, {"data.num_points": args.points} if args.points else None)
+    cfg = load_config(args.config, {**parse_overrides(args.set),
+                                    **({"data.num_points": args.points} if args.points else {})})
+    device = resolve_device(args.device)
     if args.variant == "baseline" and cfg.model.backbone == "point_transformer":
         cfg.model.sampling = "fps"
-    if args.variant != "torch-cluster":  # reduce over neighbours with PyG's scatters, as before the dense path
+    if args.variant in ("torch-cluster + scatter", "baseline"):  # reduce over neighbours with PyG's scatters
         from geot import ops
         from geot.ops import neighbors
 
@@ -282,18 +315,24 @@ def run_training_one(args: argparse.Namespace) -> None:
     scans = [load_prepared(f, cfg.data.align, cfg.data.curvature) for f in find_scans(args.data)[:8]]
     ds = ScanDataset(scans, cfg.data.num_points, cfg.augment.labelled, use_curvature=cfg.data.curvature)
     torch.manual_seed(0)
-    model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), 17, **cfg.model.kwargs())
+    model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), 17,
+                        **cfg.model.kwargs()).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # GPU work is asynchronous
 
     def step(k: int) -> None:
         with record_function("geot.data"):
-            batch = Batch.from_data_list([ds.sample((2 * k + i) % len(ds), (0, 2 * k + i)) for i in range(2)])
+            batch = Batch.from_data_list([ds.sample((2 * k + i) % len(ds), (0, 2 * k + i))
+                                          for i in range(2)]).to(device)
+            sync()
         with record_function("geot.forward"):
             loss = torch.nn.functional.cross_entropy(model(batch.x, batch.pos, batch.batch)[0], batch.y)
+            sync()
         with record_function("geot.backward"):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sync()
 
     step(0)  # warm-up: allocators, caches
     walls = []
@@ -310,10 +349,13 @@ def run_training_one(args: argparse.Namespace) -> None:
     share = {"data": t["geot.data"] / total, "neighbour search": search / total, "sampling": sampling / total,
              "forward (layers)": (t["geot.forward"] - search - sampling) / total,
              "backward + step": t["geot.backward"] / total}
+    gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     print(json.dumps({"config": Path(args.config).stem, "backbone": cfg.model.backbone, "variant": args.variant,
                       "points": cfg.data.num_points, "parameters": count_parameters(model),
                       "median_step_s": statistics.median(walls), "scans_per_s": 2 / statistics.median(walls),
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "share": share}))
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "peak_gpu_mb": gpu_mb, "device": device.type, "sampling": cfg.model.sampling,
+                      "share": share}))
 
 
 # --- diagnosis -------------------------------------------------------------------------------------------
@@ -399,8 +441,7 @@ def run_diagnose(args: argparse.Namespace) -> None:
               "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
               "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
               "command": command_line(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d")}
-    rows = [r for r in load_rows("diagnosis") if r["run"] != report["run"]] + [report]
-    save_rows("diagnosis", rows)
+    put_row("diagnosis", report, key="run")
     print(json.dumps(report, indent=1))
 
 
@@ -426,6 +467,8 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
         metrics = " | ".join(cell(rs, k) for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir"))
         minutes = f"{np.mean([r['minutes'] for r in rs]):.0f}" + (" (resumed)" if any(r.get("resumed") for r in rs)
                                                                    else "")
+        if "GPU" in rs[0].get("hardware", ""):
+            minutes += f", {short_hardware(rs[0]['hardware'])}"
         lines.append(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | "
                      f"{row_epochs(rs[0])} | {len(rs)} | {metrics} | "
                      f"{minutes} |")
@@ -444,15 +487,19 @@ def inference_table(runs: list[dict[str, Any]]) -> list[str]:
 
 def training_table(runs: list[dict[str, Any]]) -> list[str]:
     parts = ("data", "neighbour search", "sampling", "forward (layers)", "backward + step")
-    lines = ["| config | points | parameters | variant | median s/step | scans/s | peak RSS (MB) | "
-             + " | ".join(parts) + " |", "|---" * (7 + len(parts)) + "|"]
-    for run in runs[-1:]:
+    lines = ["| hardware | config | points | parameters | variant | median s/step | scans/s | peak RSS (MB) | "
+             "peak GPU (MB) | " + " | ".join(parts) + " |", "|---" * (9 + len(parts)) + "|"]
+    latest = {run["hardware"]: run for run in runs}  # one record per machine, the last one written
+    for run in latest.values():
         base = {r["config"]: r["median_step_s"] for r in run["rows"] if r["variant"] == "baseline"}
         for r in run["rows"]:
             speed = f" ({base[r['config']] / r['median_step_s']:.2f}x)" if r["variant"] != "baseline" \
                 and r["config"] in base else ""
-            lines.append(f"| {r['config']} | {r['points']:,} | {r['parameters'] / 1e6:.2f}M | {r['variant']} | "
-                         f"{r['median_step_s']:.2f}{speed} | {r['scans_per_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+            gpu = f"{r['peak_gpu_mb']:.0f}" if r.get("peak_gpu_mb") is not None else "-"
+            variant = r["variant"] + (f", {r['sampling']} sampling" if "sampling" in r else "")
+            lines.append(f"| {short_hardware(run['hardware'])} | {r['config']} | {r['points']:,} | "
+                         f"{r['parameters'] / 1e6:.2f}M | {variant} | {r['median_step_s']:.3f}{speed} | "
+                         f"{r['scans_per_s']:.2f} | {r['peak_rss_mb']:.0f} | {gpu} | "
                          + " | ".join(f"{r['share'][p]:.0%}" for p in parts) + " |")
     return lines
 
@@ -475,7 +522,8 @@ def row_epochs(row: dict[str, Any]) -> int:
 
 
 def accuracy_series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, list[float]]]:
-    """mIoU per labelled fraction for each main method and training length; ablations and modules stay out.
+    """mIoU per labelled fraction for each main method and training length of ``cpu-small``; ablations,
+    modules and other configs stay out.
 
     Every method's 100% point is supervised training of the same length: with every scan labelled there is
     nothing to pseudo-label.
@@ -483,7 +531,7 @@ def accuracy_series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[fl
     series: dict[tuple[str, int], dict[float, list[float]]] = {}
     for r in rows:
         base = r["method"].split("+")[0]
-        if base in MAIN_METHODS and set(r["overrides"]) <= RUN_KEYS:
+        if base in MAIN_METHODS and set(r["overrides"]) <= RUN_KEYS and r["config"] == "cpu-small.yaml":
             series.setdefault((base, row_epochs(r)), {}).setdefault(r["fraction"], []).append(r["miou"])
     for (method, epochs), points in series.items():
         full = series.get(("supervised", epochs), {}).get(1.0)
@@ -583,12 +631,16 @@ def main() -> None:
     tr.add_argument("--configs", nargs="+", default=[str(ROOT / "configs" / "cpu-small.yaml")])
     tr.add_argument("--points", type=int, default=None)
     tr.add_argument("--steps", type=int, default=5)
+    tr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    tr.add_argument("--set", nargs="*", default=[], help="config overrides key=value (e.g. model.sampling=random)")
     one = sub.add_parser("training-one", help=argparse.SUPPRESS)
     one.add_argument("config")
     one.add_argument("variant")
     one.add_argument("--data", type=Path, default=DATA)
     one.add_argument("--points", type=int, default=None)
     one.add_argument("--steps", type=int, default=5)
+    one.add_argument("--device", default="cpu")
+    one.add_argument("--set", nargs="*", default=[])
     dg = sub.add_parser("diagnose", help="pseudo-label quality of a run's teacher on its unlabelled scans")
     dg.add_argument("run", type=Path)
     dg.add_argument("--data", type=Path, default=DATA)

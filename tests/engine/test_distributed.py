@@ -20,7 +20,7 @@ def test_two_processes_match_one(tmp_path):
     common = ["--set", "data.num_points=256", "--set", "data.labelled_fraction=0.5", "--set", "model.channels=[16,32]",
               "--set", "model.k=8", "--set", "optim.steps_per_epoch=3", "--set", "optim.epochs=3",
               "--set", "semi.warmup_epochs=1", "--set", "semi.rampup_epochs=1", "--set", "geot.plgr_k=4",
-              "--set", "val_every=3", "--method", "geot", "--no-progress"]
+              "--set", "val_every=3", "--set", "device=cpu", "--method", "geot", "--no-progress"]
     env = {**os.environ, "GEOT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     for name, extra in (("one", []), ("two", ["--nproc", "2"])):
         cmd = [sys.executable, "-m", "geot", "train", str(tmp_path / "jaws"), "--out", str(tmp_path / name),
@@ -33,3 +33,17 @@ def test_two_processes_match_one(tmp_path):
         for key, value in one[part].items():
             if value.is_floating_point():
                 torch.testing.assert_close(two[part][key], value, atol=1e-4, rtol=1e-3, msg=f"{part}.{key}")
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    from geot import distributed
+    from geot.errors import GeotError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert distributed.local_device(torch.device("cuda")) == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(GeotError, match="2 processes on a machine with 1 GPU"):
+        distributed.local_device(torch.device("cuda"))
+    assert distributed.local_device(torch.device("cpu")) == torch.device("cpu")

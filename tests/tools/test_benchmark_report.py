@@ -90,3 +90,39 @@ def test_class_level_diagonals_measured_and_estimated(bench):
     expected = (joint[0, 0] / joint[0].sum() + joint[1, 1] / joint[1].sum()) / 2
     assert out["posterior estimate"] == pytest.approx(expected)  # below the anchors' diagonal
     assert out["posterior estimate"] < out["anchor estimate"]
+
+
+def test_gpu_rows_stay_out_of_the_cpu_small_plot_and_say_their_hardware(bench):
+    gpu = row("geot", 0.2, 0, 0.9) | {"config": "gpu-full.yaml", "hardware": "NVIDIA H200 GPU, 16-core CPU, torch 2"}
+    rows = [row("supervised", 0.2, 0, 0.6), gpu]
+    assert bench.accuracy_series(rows) == {("supervised", 60): {0.2: [0.6]}}
+    line = next(line for line in bench.accuracy_table(rows) if "gpu-full.yaml" in line)
+    assert line.rstrip().endswith("| 30, H200 GPU |")
+    assert bench.short_hardware("2-core x86_64 CPU, torch 2.13.0+cpu, 2 threads") == "2-core CPU"
+
+
+def test_training_table_keeps_the_latest_record_per_machine(bench):
+    def record(hardware, step, gpu_mb=None):
+        share = dict.fromkeys(("data", "neighbour search", "sampling", "forward (layers)", "backward + step"), 0.2)
+        rows = [{"config": "gpu-full", "points": 16000, "parameters": 3.3e6, "variant": variant,
+                 "median_step_s": step * factor, "scans_per_s": 2 / (step * factor), "peak_rss_mb": 900,
+                 "peak_gpu_mb": gpu_mb, "share": share} for variant, factor in (("torch", 1), ("baseline", 2))]
+        return {"hardware": hardware, "rows": rows}
+
+    runs = [record("2-core x86_64 CPU", 9.0), record("NVIDIA H200 GPU, 16-core CPU", 0.5, 2048.0),
+            record("2-core x86_64 CPU", 3.0)]
+    lines = bench.training_table(runs)[2:]
+    assert len(lines) == 4                                        # the older CPU record is replaced
+    cpu = next(line for line in lines if line.startswith("| 2-core CPU |") and "| torch |" in line)
+    assert "| 3.000 (2.00x) |" in cpu and "| - |" in cpu          # baseline ratio; no GPU memory on a CPU
+    assert any(line.startswith("| H200 GPU |") and "| 2048 |" in line for line in lines)
+
+
+def test_put_row_replaces_a_rerun_and_keeps_the_rest(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    bench.put_row("accuracy", {"name": "a", "miou": 0.1}, key="name")
+    bench.put_row("accuracy", {"name": "b", "miou": 0.2}, key="name")
+    bench.put_row("accuracy", {"name": "a", "miou": 0.3}, key="name")
+    assert bench.load_rows("accuracy") == [{"name": "b", "miou": 0.2}, {"name": "a", "miou": 0.3}]
+    assert bench.parse_overrides(["optim.epochs=36", "model.sampling=random"]) == {
+        "optim.epochs": 36, "model.sampling": "random"}
