@@ -389,6 +389,36 @@ def class_level_diagonals(posteriors: list[Any], confusion: Any, anchor_confiden
     return out
 
 
+def multi_view_accuracy(model: Any, scans: list[Any], cfg: Any, views: int) -> dict[str, float]:
+    """Would averaging the teacher over several augmented views give better pseudo labels?
+
+    For each scan, the points of one training sample, seen as ``views`` copies with independent draws of
+    the teacher's (weak) augmentation, as training would see them: the share of points whose pseudo
+    label is right from the first view alone and from the mean posterior of 1, 2, 4, ... ``views`` views.
+    """
+    import torch
+
+    from geot.data.dataset import ScanDataset, item_generator, point_inputs
+
+    counts = sorted({1, *(2**i for i in range(1, views.bit_length())), views})
+    right, total = dict.fromkeys(counts, 0), 0
+    data = ScanDataset(scans, cfg.data.num_points, use_curvature=cfg.data.curvature, seed=cfg.seed)
+    with torch.no_grad():
+        for i, scan in enumerate(scans):
+            points = data.sample(i, (0, i))  # un-augmented: the same points for every view
+            normal = torch.from_numpy(scan.normal)[points.vertex]
+            curv = torch.from_numpy(scan.curvature)[points.vertex] if cfg.data.curvature else None
+            batch = torch.zeros(len(points.pos), dtype=torch.long)
+            mean = 0
+            for v in range(1, views + 1):
+                pos, n = cfg.augment.weak(points.pos, normal, item_generator(cfg.seed, 10**6 + i, v))
+                mean = mean + torch.softmax(model(point_inputs(pos, n, curv, scan.jaw), pos, batch)[0], 1)
+                if v in right:
+                    right[v] += int((mean.argmax(1) == points.y).sum())
+            total += len(points.y)
+    return {f"{v} view{'s' if v > 1 else ''}": right[v] / total for v in counts}
+
+
 def run_diagnose(args: argparse.Namespace) -> None:
     """How good are the pseudo labels? The teacher of a run segments its unlabelled scans (whose true
     labels the real data has), and the errors are sorted by kind: arch neighbours (off by one tooth),
@@ -440,6 +470,9 @@ def run_diagnose(args: argparse.Namespace) -> None:
               "class_level_diagonal": class_level_diagonals(posteriors, conf, cfg.geot.anchor_confidence),
               "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
               "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
+              **({"pseudo_label_accuracy_by_teacher_views": multi_view_accuracy(
+                  model, [load_prepared(by_name[n], cfg.data.align, cfg.data.curvature) for n in split["unlabelled"]],
+                  cfg, args.views)} if args.views > 1 else {}),
               "command": command_line(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d")}
     put_row("diagnosis", report, key="run")
     print(json.dumps(report, indent=1))
@@ -645,6 +678,8 @@ def main() -> None:
     dg.add_argument("run", type=Path)
     dg.add_argument("--data", type=Path, default=DATA)
     dg.add_argument("--threshold", type=float, default=0.9)
+    dg.add_argument("--views", type=int, default=1, help="also score the mean of up to this many augmented "
+                                                         "teacher views (test-time augmentation)")
     sub.add_parser("report", help="print the tables of docs/benchmarks.md from docs/results")
     args = parser.parse_args()
     if args.what != "report" and not Path(getattr(args, "data", DATA)).is_dir():

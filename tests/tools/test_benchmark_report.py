@@ -126,3 +126,29 @@ def test_put_row_replaces_a_rerun_and_keeps_the_rest(bench, tmp_path, monkeypatc
     assert bench.load_rows("accuracy") == [{"name": "b", "miou": 0.2}, {"name": "a", "miou": 0.3}]
     assert bench.parse_overrides(["optim.epochs=36", "model.sampling=random"]) == {
         "optim.epochs": 36, "model.sampling": "random"}
+
+
+def test_multi_view_accuracy_averages_views_of_the_same_points(bench):
+    import torch
+
+    from geot.config import load_config
+    from geot.data.dataset import ScanDataset, prepare
+    from geot.data.synth import synth_jaw
+
+    cfg = load_config(overrides={"data.num_points": 512})
+    scans = [prepare(synth_jaw(jaw, 5, resolution=0.25)) for jaw in ("lower", "upper")]
+    truth = ScanDataset(scans, 512, use_curvature=False, seed=cfg.seed)
+    calls = []
+
+    def teacher(x, pos, batch):
+        """Knows the right labels in sample order (so it needs the same points in every view) plus noise
+        that changes with each view's augmentation; the mean of views cancels the noise."""
+        scan = len(calls) // 8
+        calls.append(pos)
+        right = torch.nn.functional.one_hot(truth.sample(scan, (0, scan)).y, 17).float()
+        return right + 2.0 * torch.sin(1e4 * pos.sum(1, keepdim=True) + torch.arange(17.0)), None
+
+    out = bench.multi_view_accuracy(teacher, scans, cfg, views=8)
+    assert list(out) == ["1 view", "2 views", "4 views", "8 views"]
+    assert out["1 view"] < out["2 views"] < out["4 views"] < out["8 views"] <= 1.0
+    assert not torch.equal(calls[0], calls[1])  # each view is augmented afresh
