@@ -41,7 +41,7 @@ def test_sigkill_then_resume(tmp_path):
     out = tmp_path / "killed"
     kills = 0
     proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for epoch in (1, 2, 3):  # once this epoch is logged, kill at a random moment of the next; resume; repeat
+    for epoch in (1, 2, 3):  # once this many epochs are logged, kill within 0.4 s; resume; repeat
         # (paced by the run's own progress, not by a clock: a busy machine must not let the run finish first)
         while proc.poll() is None and logged_epochs(out) < epoch:
             time.sleep(0.02)
