@@ -192,7 +192,7 @@ from pathlib import Path
 t0 = time.perf_counter()
 from geot.engine.predict import Segmenter, predict_files
 from geot.io.teeth3ds import find_scans
-seg = Segmenter.load(sys.argv[1], "cpu")
+seg = Segmenter.load(sys.argv[1], sys.argv[4])
 files = find_scans(sys.argv[2])
 load = time.perf_counter() - t0
 times = []
@@ -239,8 +239,8 @@ def run_inference(args: argparse.Namespace) -> None:
             folder.mkdir()
             for m in meshes:
                 (folder / m.name).symlink_to(m.resolve())
-            out = subprocess.run([sys.executable, "-c", _PREDICT_ONE, str(args.model), str(folder), str(tmp / "out")],
-                                 capture_output=True, text=True, check=True, env={**os.environ, **args.env})
+            cmd = [sys.executable, "-c", _PREDICT_ONE, str(args.model), str(folder), str(tmp / "out"), args.device]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, **args.env})
             res = json.loads(out.stdout.strip().splitlines()[-1])
             import trimesh
 
@@ -249,7 +249,8 @@ def run_inference(args: argparse.Namespace) -> None:
                          "median_s": statistics.median(res["times"]), "min_s": min(res["times"]),
                          "peak_mb": res["peak_mb"], "model_load_s": res["load"]})
             print(rows[-1], flush=True)
-    record = {"model": str(args.model), "rows": rows, "hardware": hardware(), "command": command_line(),
+    record = {"model": str(args.model), "rows": rows, "hardware": hardware(), "device": args.device,
+              "command": command_line(),
               "date": time.strftime("%Y-%m-%d"), "note": "end to end: read, features, forward, propagate, write "
               "JSON + PLY; one process, model loaded once"}
     put_row("inference", record, key="command")
@@ -509,12 +510,14 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def inference_table(runs: list[dict[str, Any]]) -> list[str]:
-    lines = ["| scans | vertices | median s/scan | min s/scan | peak RSS (MB) | model load (s) |",
-             "|---|---|---|---|---|---|"]
-    for run in runs[-1:]:
+    lines = ["| hardware | scans | vertices | median s/scan | min s/scan | peak RSS (MB) | model load (s) |",
+             "|---|---|---|---|---|---|---|"]
+    latest = {(run["hardware"], run.get("device", "cpu")): run for run in runs}  # the last run per machine
+    for (hardware, device), run in latest.items():
+        where = f"{short_hardware(hardware)}{' (model on the GPU)' if device != 'cpu' else ''}"
         for r in run["rows"]:
-            lines.append(f"| {r['set']} ({r['scans']}) | {r['vertices']:,} | {r['median_s']:.2f} | {r['min_s']:.2f} | "
-                         f"{r['peak_mb']:.0f} | {r['model_load_s']:.1f} |")
+            lines.append(f"| {where} | {r['set']} ({r['scans']}) | {r['vertices']:,} | {r['median_s']:.2f} | "
+                         f"{r['min_s']:.2f} | {r['peak_mb']:.0f} | {r['model_load_s']:.1f} |")
     return lines
 
 
@@ -658,6 +661,7 @@ def main() -> None:
     inf.add_argument("--data", type=Path, default=DATA)
     inf.add_argument("--scans", type=int, default=10)
     inf.add_argument("--sizes", nargs="*", type=int, default=[50_000, 100_000, 200_000])
+    inf.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or auto")
     inf.set_defaults(env={})
     tr = sub.add_parser("training", help="training step time, memory and where the time goes")
     tr.add_argument("--data", type=Path, default=DATA)

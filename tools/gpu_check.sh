@@ -2,7 +2,8 @@
 # The CUDA path and the gpu-full benchmark rows, on a GPU machine, in two steps:
 #
 #   tools/gpu_check.sh check            # geot doctor, the test suite on the GPU, training step speed,
-#                                       # a 2-epoch geot pilot (epoch time, predict + evaluate on the GPU)
+#                                       # a 2-epoch geot pilot (epoch time, predict + evaluate on the GPU),
+#                                       # geot predict speed with the pilot's model on the GPU
 #   tools/gpu_check.sh train EPOCHS [LIMIT_S [METHOD:FRACTION:SEED ...]]
 #                                       # gpu-full accuracy rows (default: supervised 20% and 100%, geot
 #                                       # 20%, seed 0), trained side by side on the one GPU, then diagnose
@@ -21,7 +22,7 @@ PY=${PYTHON:-python3}
 SAMPLING=$($PY -c "import torch_cluster" 2>/dev/null && echo fps || echo random)
 
 save() {  # results and logs back to OUT (one archive for the logs)
-    cp docs/results/accuracy.json docs/results/training.json "$OUT"/ 2>/dev/null
+    cp docs/results/accuracy.json docs/results/training.json docs/results/inference.json "$OUT"/ 2>/dev/null
     tar -czf "$OUT/logs.tar.gz" runs/logs $(ls -d runs/bench/*gpu*/log.csv 2>/dev/null) 2>/dev/null
 }
 
@@ -39,6 +40,8 @@ check)
         --fractions 0.2 --tag pilot --force --set optim.epochs=2 optim.steps_per_epoch=10 semi.warmup_epochs=1 \
         semi.rampup_epochs=1 val_every=1 model.sampling=$SAMPLING 2>&1 | tee runs/logs/pilot.log | tail -3
     cat runs/bench/geot+pilot-f0.2-s0-gpu-full/log.csv
+    timeout 120 $PY tools/benchmark.py inference runs/bench/geot+pilot-f0.2-s0-gpu-full --data "$DATA" --scans 10 \
+        --device cuda 2>&1 | tee runs/logs/inference.log | cut -c1-200
     save
     ;;
 train)
@@ -65,5 +68,5 @@ train)
     save
     ;;
 *)
-    sed -n 2,13p "$0"; exit 2 ;;
+    sed -n 2,14p "$0"; exit 2 ;;
 esac

@@ -152,3 +152,17 @@ def test_multi_view_accuracy_averages_views_of_the_same_points(bench):
     assert list(out) == ["1 view", "2 views", "4 views", "8 views"]
     assert out["1 view"] < out["2 views"] < out["4 views"] < out["8 views"] <= 1.0
     assert not torch.equal(calls[0], calls[1])  # each view is augmented afresh
+
+
+def test_inference_table_keeps_the_latest_run_per_machine_and_device(bench):
+    def run(hardware, median, device=None):
+        rows = [{"set": "real (8.2k vertices)", "scans": 10, "vertices": 8217, "median_s": median, "min_s": median,
+                 "peak_mb": 500.0, "model_load_s": 3.0}]
+        return {"hardware": hardware, "rows": rows} | ({"device": device} if device else {})
+
+    gpu = "NVIDIA H200 GPU, 16-core CPU, torch 2"
+    lines = bench.inference_table([run("2-core x86_64 CPU", 0.5), run("2-core x86_64 CPU", 0.14),
+                                   run(gpu, 0.3, "cpu"), run(gpu, 0.05, "cuda")])[2:]
+    assert lines == ["| 2-core CPU | real (8.2k vertices) (10) | 8,217 | 0.14 | 0.14 | 500 | 3.0 |",
+                     "| H200 GPU | real (8.2k vertices) (10) | 8,217 | 0.30 | 0.30 | 500 | 3.0 |",
+                     "| H200 GPU (model on the GPU) | real (8.2k vertices) (10) | 8,217 | 0.05 | 0.05 | 500 | 3.0 |"]
