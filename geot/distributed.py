@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from geot.errors import GeotError
+
 
 def setup(device: torch.device) -> tuple[int, int]:
     """Join the process group if launched by torchrun; return (rank, world size), (0, 1) otherwise."""
@@ -42,8 +44,6 @@ def local_device(device: torch.device) -> torch.device:
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         rank, gpus = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
         if rank >= gpus:
-            from geot.errors import GeotError
-
             raise GeotError(f"process {rank} has no GPU of its own: {os.environ.get('LOCAL_WORLD_SIZE', '?')} "
                             f"processes on a machine with {gpus} GPU(s); start at most {gpus} "
                             "(--nproc), or train on the CPU (--set device=cpu)")

@@ -438,9 +438,10 @@ def run_diagnose(args: argparse.Namespace) -> None:
     split = json.loads((args.run / "split.json").read_text())
     by_name = {f.name: f for f in find_scans(args.data)}
     conf = np.zeros((fdi.NUM_CLASSES, fdi.NUM_CLASSES), dtype=np.int64)
-    confident, confident_right, posteriors = 0, 0, []
+    confident, confident_right, posteriors, scans = 0, 0, [], []
     for name in split["unlabelled"]:
         scan = load_prepared(by_name[name], cfg.data.align, cfg.data.curvature)
+        scans.append(scan)
         probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed)
         pred = probs.argmax(1)
         posteriors.append(probs)
@@ -471,9 +472,8 @@ def run_diagnose(args: argparse.Namespace) -> None:
               "class_level_diagonal": class_level_diagonals(posteriors, conf, cfg.geot.anchor_confidence),
               "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
               "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
-              **({"pseudo_label_accuracy_by_teacher_views": multi_view_accuracy(
-                  model, [load_prepared(by_name[n], cfg.data.align, cfg.data.curvature) for n in split["unlabelled"]],
-                  cfg, args.views)} if args.views > 1 else {}),
+              **({"pseudo_label_accuracy_by_teacher_views": multi_view_accuracy(model, scans, cfg, args.views)}
+                 if args.views > 1 else {}),
               "command": command_line(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d")}
     put_row("diagnosis", report, key="run")
     print(json.dumps(report, indent=1))

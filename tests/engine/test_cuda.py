@@ -6,8 +6,6 @@ The rest of the suite also runs on the GPU there, since configs default to ``dev
 
 from __future__ import annotations
 
-import csv
-
 import numpy as np
 import pytest
 import torch
@@ -23,7 +21,7 @@ from geot.engine.predict import Segmenter
 from geot.engine.train import train
 from geot.io.teeth3ds import find_scans, read_scan
 from geot.models import build_model
-from tests.engine.test_train import TINY
+from tests.engine.test_train import TINY, read_log
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CUDA = torch.device("cuda")
@@ -79,8 +77,7 @@ def test_run_trained_on_gpu_predicts_the_same_on_cpu(tmp_path):
     write_synthetic_dataset(tmp_path / "new", n=1, seed=99, resolution=0.25)
     cfg = load_config(overrides={**TINY, "semi.method": "geot", "device": "cuda", "optim.epochs": 6})
     train(cfg, gather_data(cfg, tmp_path / "train", cache_dir=tmp_path / "cache"), tmp_path / "run", progress=False)
-    with open(tmp_path / "run" / "log.csv") as f:
-        log = list(csv.DictReader(f))
+    log = read_log(tmp_path / "run")
     assert float(log[-1]["sup"]) < 0.85 * float(log[0]["sup"]) and float(log[-1]["pseudo"]) > 0
     new = find_scans(tmp_path / "new")[0]
     scan = read_scan(new.mesh, new.labels)

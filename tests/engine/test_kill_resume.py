@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from geot.engine.checkpoint import load_checkpoint
+from tests.engine.test_train import read_log
 
 ARGS = ["--set", "data.num_points=256", "--set", "data.labelled_fraction=0.5", "--set", "model.channels=[16,32]",
         "--set", "model.k=8", "--set", "optim.steps_per_epoch=4", "--set", "optim.epochs=5",
@@ -22,8 +23,7 @@ ARGS = ["--set", "data.num_points=256", "--set", "data.labelled_fraction=0.5", "
 
 
 def logged_epochs(run) -> int:
-    log = run / "log.csv"
-    return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
+    return len(read_log(run)) if (run / "log.csv").is_file() else 0
 
 
 @pytest.mark.slow
