@@ -161,7 +161,10 @@ def train(
     method: Annotated[str | None, typer.Option(help="supervised | mean_teacher | fixmatch | geot")] = None,
     labeled: Annotated[Path | None, typer.Option(help="Folder of labelled scans (instead of DATA).")] = None,
     unlabeled: Annotated[Path | None, typer.Option(help="Folder of unlabelled scans.")] = None,
-    val: Annotated[Path | None, typer.Option(help="Folder of validation scans.")] = None,
+    val: Annotated[Path | None, typer.Option(help="Folder of validation scans (they pick the checkpoint).")] = None,
+    test: Annotated[Path | None, typer.Option(help="Folder of test scans: recorded in split.json, never read.")] = None,
+    split: Annotated[Path | None, typer.Option(help="split.json naming the labelled, unlabelled, val and test "
+                                                    "scans of DATA (instead of drawing them).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override optim.epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
@@ -196,10 +199,11 @@ def train(
         cfg = load_config(out / "config.yaml")
     else:
         cfg = load_config(_resolve_config(config), overrides)
-    run_data = gather_data(cfg, data, labeled, unlabeled, val)
+    run_data = gather_data(cfg, data, labeled, unlabeled, val, test=test, split_file=split)
     if distributed.is_main():
         console.print(f"{cfg.semi.method}: {len(run_data.labelled)} labelled, {len(run_data.unlabelled)} "
-                      f"unlabelled, {len(run_data.val)} validation scans -> {out}")
+                      f"unlabelled, {len(run_data.val)} validation scans ({len(run_data.split.test)} test scans "
+                      f"held out) -> {out}")
     result = run_training(cfg, run_data, out, resume=resume, progress=progress and sys.stderr.isatty(),
                           overwrite=overwrite)
     if distributed.is_main():

@@ -20,9 +20,11 @@ class DataConfig(_Strict):
     num_points: int = 16000           # points sampled per scan (all when the scan has fewer)
     align: bool = True                # rotate scans to the canonical jaw frame
     curvature: bool = False           # add signed curvature to the inputs
-    labelled_fraction: float = 0.2    # of the non-validation patients
-    val_fraction: float = 0.2         # of all patients
-    split_seed: int = 0
+    labelled_fraction: float = Field(0.2, gt=0, le=1)  # of the training patients (neither validation nor test)
+    val_fraction: float = Field(0.1, ge=0, lt=1)       # of all patients: they pick the checkpoint
+    test_fraction: float = Field(0.2, ge=0, lt=1)      # of all patients: held out from every choice (data/splits.py)
+    split_seed: int = 0               # draws validation and labelled patients
+    test_seed: int = 0                # draws the test patients (independent of everything else)
 
 
 class ModelConfig(_Strict):

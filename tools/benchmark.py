@@ -158,7 +158,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                 evaluate_start = time.time()
                 with tempfile.TemporaryDirectory() as tmp:
                     gt = Path(tmp) / "gt"
-                    for scan in data.split.val:
+                    for scan in data.split.test:  # patients no choice has seen
                         files = by_name[scan]
                         target = gt / files.patient
                         target.mkdir(parents=True, exist_ok=True)
@@ -173,6 +173,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                        "fraction": fraction, "seed": seed,
                        "config": str(Path(args.config).name), "overrides": overrides,
                        "labelled": len(data.labelled), "unlabelled": len(data.unlabelled), "val": len(data.val),
+                       "test": len(data.split.test), "scored_on": "test",
                        **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
                        "best_val_miou_sampled": result["best_val_miou"], "train_minutes": train_seconds / 60,
                        "minutes": (train_seconds + time.time() - evaluate_start) / 60, "resumed": resume,

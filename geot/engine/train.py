@@ -15,7 +15,6 @@ import csv
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from geot import distributed as dist
 from geot.addons import StepContext, build_addons
 from geot.config import Config, config_dict, save_config
 from geot.data.dataset import PreparedScan, ScanDataset, num_input_features
-from geot.data.splits import Split
+from geot.data.sources import TrainData
 from geot.engine.checkpoint import load_checkpoint, save_checkpoint
 from geot.engine.inference import resolve_device, segment
 from geot.errors import GeotError
@@ -40,16 +39,6 @@ from geot.labels import NUM_CLASSES
 from geot.method.objectives import GeoTObjective, build_objective
 from geot.metrics import segmentation_metrics
 from geot.models import build_model, count_parameters
-
-
-@dataclass
-class TrainData:
-    """Prepared scans of each part, and the split that produced them."""
-
-    labelled: list[PreparedScan]
-    unlabelled: list[PreparedScan]
-    val: list[PreparedScan]
-    split: Split
 
 
 def draws(n: int, count: int, seed: int, epoch: int, stream: int) -> list[int]:

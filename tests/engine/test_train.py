@@ -16,7 +16,7 @@ from geot.engine.checkpoint import load_checkpoint
 from geot.engine.train import draws, rampup, train
 from geot.errors import GeotError
 
-TINY = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.25,
+TINY = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.25, "data.test_fraction": 0.0,
         "model.channels": [16, 32], "model.k": 8, "optim.steps_per_epoch": 3, "optim.epochs": 4,
         "optim.lr": 0.01, "semi.warmup_epochs": 1, "semi.rampup_epochs": 1, "geot.plgr_k": 4, "val_every": 2}
 
@@ -108,3 +108,30 @@ def test_ema_teacher_math():
         student.weight.add_(1.0)
     teacher.update_parameters(student)
     torch.testing.assert_close(teacher.module.weight, 0.9 * before + 0.1 * student.weight)
+
+
+def test_checkpoint_choice_reads_only_validation_jaws(tmp_path, monkeypatch):
+    """Test scans are named in split.json but never read: corrupting them changes nothing, and the
+    checkpoint is chosen on exactly the validation scans."""
+    import json
+
+    import geot.engine.train as training
+
+    root = tmp_path / "jaws"
+    write_synthetic_dataset(root, n=10, seed=1, resolution=0.25)
+    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "data.test_fraction": 0.2})
+    split = gather_data(cfg, root, cache_dir=tmp_path / "cache").split
+    assert split.test and not split.overlap()
+    for name in split.test:  # a test scan that training opened would now raise
+        for path in root.rglob(f"{name}.*"):
+            path.write_bytes(b"\x00 not a scan")
+    data = gather_data(cfg, root, cache_dir=tmp_path / "cache2")
+    assert data.split == split
+    seen: list[list[str]] = []
+    real_validate = training.validate
+    monkeypatch.setattr(training, "validate", lambda model, scans, *a: seen.append([s.name for s in scans])
+                        or real_validate(model, scans, *a))
+    train(cfg, data, tmp_path / "run", progress=False)
+    assert seen and all(names == split.val for names in seen)
+    recorded = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert recorded["test"] == split.test and recorded["val"] == split.val
