@@ -140,18 +140,6 @@ def _without_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-def _overrides(sets: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise GeotError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 @app.command()
 def train(
     data: Annotated[Path | None, typer.Argument(help="Folder of scans to split by patient.")] = None,
@@ -184,11 +172,11 @@ def train(
                "-m", "geot", *_without_option(sys.argv[1:], "--nproc")]
         raise typer.Exit(subprocess.call(cmd))
     from geot import distributed
-    from geot.config import load_config
+    from geot.config import load_config, parse_overrides
     from geot.data.sources import gather_data
     from geot.engine.train import train as run_training
 
-    overrides = _overrides(set_ or [])
+    overrides = parse_overrides(set_ or [])
     for key, value in (("data.labelled_fraction", labeled_fraction), ("semi.method", method),
                        ("optim.epochs", epochs), ("seed", seed), ("device", device)):
         if value is not None:
@@ -258,37 +246,21 @@ def select(
     out: Annotated[Path | None, typer.Option(help="Write the ranking as JSON here.")] = None,
 ) -> None:
     """Rank unlabelled scans for annotation (adaptive margin; rare teeth first)."""
-    import json
-
-    import torch
-
-    from geot.addons.base import build as build_addon
     from geot.engine.predict import Segmenter
-    from geot.io.atomic import atomic_write
-    from geot.io.teeth3ds import find_scans, read_scan
+    from geot.engine.select import rank_scans
+    from geot.io.teeth3ds import find_scans
 
-    segmenter = Segmenter.load(model)
-    selector = build_addon({"name": "margin", "args": {"round": round_}})
-    files = [f for f in find_scans(data)]
-    probs, names = [], []
-    for entry in files:
-        try:
-            probs.append(torch.from_numpy(segmenter.predict(read_scan(entry.mesh, labels=False)).probs))
-            names.append(entry.name)
-        except GeotError as exc:
-            err.print(f"[red]skipped[/] {exc}", highlight=False, soft_wrap=True)
-    if not probs:
+    ranking = rank_scans(Segmenter.load(model), find_scans(data), round_,
+                         on_skip=lambda problem: err.print(f"[red]skipped[/] {problem}", highlight=False,
+                                                           soft_wrap=True))
+    if not ranking.scores:
         raise GeotError(f"{data}: no readable scans to rank")
-    scores = selector(probs).tolist()
-    ranking = sorted(zip(names, scores, strict=True), key=lambda t: -t[1])
     table = Table("rank", "scan", "score")
-    for i, (name, score) in enumerate(ranking[:budget], 1):
+    for i, (name, score) in enumerate(ranking.scores[:budget], 1):
         table.add_row(str(i), name, f"{score:.3f}")
     console.print(table)
     if out is not None:
-        with atomic_write(out, "w") as f:
-            json.dump({"round": round_, "selected": [n for n, _ in ranking[:budget]],
-                       "scores": dict(ranking)}, f, indent=1)
+        ranking.write(out, budget)
 
 
 @app.command()

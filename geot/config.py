@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geot.data.augment import STRONG, WEAK, Augment
 from geot.errors import ConfigError
@@ -28,21 +28,37 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    backbone: Literal["point_transformer", "dgcnn"] = "point_transformer"
-    channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 256])
-    k: int = 16
-    ratio: float = 0.25               # point_transformer: points kept per level
-    sampling: Literal["random", "fps"] = "random"
-    global_context: bool = True       # point_transformer: add a per-scan pooled feature at the bottleneck
-    global_channels: int = 512        # dgcnn only
-    dropout: float = 0.0
+    """A registered backbone (``name``) built with ``args``, and the heads that read its features."""
 
-    def kwargs(self) -> dict[str, Any]:
-        if self.backbone == "dgcnn":
-            return {"channels": self.channels, "k": self.k, "global_channels": self.global_channels,
-                    "dropout": self.dropout}
-        return {"channels": self.channels, "k": self.k, "ratio": self.ratio, "sampling": self.sampling,
-                "dropout": self.dropout, "global_context": self.global_context}
+    name: str = "point_transformer"   # geot.models.BACKBONES
+    args: dict[str, Any] = Field(default_factory=dict)  # the backbone's own settings (its ``Settings`` class)
+    dropout: float = 0.0              # before the class head's last layer
+    offset_head: bool = False         # also predict each point's offset to its tooth's centroid (for instances)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_keys(cls, raw: Any) -> Any:
+        """Configs from before the registry kept the backbone's settings beside ``backbone``: move them."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        if "backbone" in raw:
+            raw.setdefault("name", raw.pop("backbone"))
+        moved = {k: raw.pop(k) for k in list(raw) if k not in cls.model_fields}
+        if moved:
+            raw["args"] = {**(raw.get("args") or {}), **moved}  # a flat override beats the file's args
+        return raw
+
+    @model_validator(mode="after")
+    def _backbone_args(self) -> ModelConfig:
+        from geot.models import BACKBONES
+
+        settings = BACKBONES.get_class(self.name).Settings
+        try:
+            self.args = settings.model_validate(self.args).model_dump(mode="json")
+        except ValidationError as exc:
+            raise ValueError(_messages(exc, f"model.args ({self.name})")) from None
+        return self
 
 
 class AugmentConfig(_Strict):
@@ -63,36 +79,30 @@ class OptimConfig(_Strict):
 
 
 class SemiConfig(_Strict):
-    method: Literal["supervised", "mean_teacher", "fixmatch", "geot"] = "geot"
+    """What every semi-supervised method shares; a method's own settings live in its section (e.g. ``geot:``)."""
+
+    method: str = "geot"              # geot.method.METHODS
     warmup_epochs: int = 10           # supervised only, before unlabelled scans join
-    ema_decay: float = 0.99           # teacher = EMA of the student
+    ema_decay: float = 0.99           # teacher = EMA of the student (methods that keep a teacher)
     unsup_weight: float = 1.0
     rampup_epochs: int = 5            # sigmoid ramp-up of unsup_weight after warm-up
-    threshold: float | None = None    # confidence a pseudo label needs; None: 0.9 fixmatch, 0 geot
+    threshold: float | None = None    # confidence a pseudo label needs; None: the method's default
 
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from geot.method import METHODS
 
-class GeoTConfig(_Strict):
-    """GeoT's noise model; ``reference_*`` switches reproduce the public code's behaviour (DEVELOPERS.md)."""
-
-    idtm: bool = True                 # False: pseudo labels used as clean (the "without IDTM" ablation)
-    soft_targets: bool = False        # True: the teacher's posteriors as targets instead of its argmax
-    correction: Literal["probs", "logits"] = "probs"   # T^T p on probabilities (fix) or on logits (reference)
-    instance_weight: float = 0.1      # 1 - lambda: share of the instance matrix in T_i
-    class_estimate: Literal["anchor", "posterior"] = "anchor"  # class-level estimate (DEVELOPERS.md, beyond the paper)
-    class_ema: float = 0.99           # EMA decay of the class-level matrix (per step)
-    anchor_confidence: float = 0.5    # update a class's row only if its anchor is this confident (reference: 0)
-    class_mean: Literal["class_mean", "reference_bug"] = "class_mean"
-    plgr_weight: float = 0.1
-    plgr_k: int = 16
-    plgr_sigma: float = 1.0           # Gaussian width in units of the scan's median neighbour distance
-    plgr_sigma_absolute: bool = False  # reference: sigma in unit-sphere units (weights ~1)
-    clgs_weight: float = 0.1          # share of the arch prior in the class-level matrix (reference ~1e-6)
-    clgs_sigma: float = 0.4           # initial width of each class's arch Gaussian, in arch positions
-    sigma_softplus: bool = True       # keep sigma positive (reference: raw parameter)
-    rownorm_bug: bool = False         # reference's column-by-rowsum division
+        METHODS.get_class(name)  # unknown methods list the registered ones
+        return name
 
 
 class Config(_Strict):
+    """Every setting of a run. Besides the sections below, each registered method may have a section of its
+    own named after it (``geot:``), validated by the method's ``Settings``; absent sections take defaults."""
+
+    model_config = ConfigDict(extra="allow")
+
     seed: int = 0
     device: str = "auto"
     val_every: int = 5                # epochs between validations
@@ -102,8 +112,45 @@ class Config(_Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     semi: SemiConfig = Field(default_factory=SemiConfig)
-    geot: GeoTConfig = Field(default_factory=GeoTConfig)
     modules: list[dict[str, Any]] = Field(default_factory=list)   # auxiliary modules (docs/modules.md)
+
+    @model_validator(mode="after")
+    def _method_sections(self) -> Config:
+        from geot.method import METHODS
+
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        sections = {name: cls.Settings for name, cls in METHODS.items() if cls.Settings is not None}
+        unknown = sorted(set(extra) - set(sections))
+        if unknown:
+            raise ValueError(f"unknown section(s) {unknown}; method sections: {sorted(sections)}")
+        for name, settings in sections.items():
+            try:
+                extra[name] = settings.model_validate(extra.get(name) or {})
+            except ValidationError as exc:
+                raise ValueError(_messages(exc, name)) from None
+        return self
+
+    def section(self, method: str) -> BaseModel | None:
+        """The settings section of a registered method (None for methods without settings)."""
+        return (self.__pydantic_extra__ or {}).get(method)
+
+
+def _messages(exc: ValidationError, where: str) -> str:
+    return "; ".join(f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs as dotted config overrides; values are YAML (numbers, lists, true; words stay words)."""
+    out: dict[str, Any] = {}
+    for item in pairs:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key.strip()}: cannot read value {value!r} ({exc.problem})") from None
+    return out
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -141,3 +188,24 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
     with atomic_write(path, "w") as f:
         yaml.safe_dump(config_dict(cfg), f, sort_keys=False)
+
+
+def read_variant(path: str | Path) -> dict[str, Any]:
+    """A partial config (a variant such as an ablation) as dotted overrides to lay over a full config."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config variant ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config variant must be a mapping of sections")
+
+    def flat(node: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if isinstance(value, dict) and value and key != "args":
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return flat(raw, "")

@@ -1,12 +1,15 @@
 """Registries: one per kind of extension (backbones, methods, auxiliary modules), filled by a decorator.
 
-A registry maps names to classes, so a config can say ``{name: dgcnn, args: {...}}`` and a new variant is
-one file that registers itself. Lookups of unknown names fail with the list of what is registered.
+A registry maps names to classes, so a config can say ``{name: dgcnn, args: {...}}``. On first lookup it
+imports every module of its package, so a new variant is one file in that package that registers itself.
+Lookups of unknown names fail with the list of what is registered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import importlib
+import pkgutil
+from collections.abc import Iterator, Mapping
 from typing import Generic, TypeVar
 
 from geot.errors import ConfigError
@@ -17,10 +20,10 @@ T = TypeVar("T", bound=type)
 class Registry(Mapping[str, T], Generic[T]):
     """Names -> classes of one ``kind``; read like a dict, filled with :meth:`register`."""
 
-    def __init__(self, kind: str, loader: Callable[[], None] | None = None) -> None:
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
-        self._loader = loader  # imports the modules that register the shipped entries, on first lookup
+        self._package = package  # whose modules register the shipped entries; imported on first lookup
 
     def register(self, cls: T) -> T:
         """Class decorator: make ``cls`` available under its ``name`` class attribute."""
@@ -31,9 +34,11 @@ class Registry(Mapping[str, T], Generic[T]):
         return cls
 
     def _load(self) -> None:
-        if self._loader is not None:
-            loader, self._loader = self._loader, None
-            loader()
+        if self._package is None:
+            return
+        package, self._package = importlib.import_module(self._package), None
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(info.name)
 
     def get_class(self, name: object) -> T:
         """The class registered as ``name``; a ConfigError listing the choices otherwise."""

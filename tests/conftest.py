@@ -33,3 +33,11 @@ def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray | None, header
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def tiny_model(name: str, **args):
+    """A small network of a registered backbone, built the way training builds it (from a config)."""
+    from geot.config import load_config
+    from geot.models import build_model
+
+    return build_model(load_config(overrides={"model.name": name, "model.args": args}))

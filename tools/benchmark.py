@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import fcntl
 import functools
 import itertools
@@ -37,14 +36,7 @@ DATA = ROOT.parent / "shared" / "data" / "iosseg-train"
 RESULTS = ROOT / "docs" / "results"
 RUNS = ROOT / "runs" / "bench"
 
-ABLATIONS = {  # name -> config overrides of the geot method
-    "geot": {},
-    "geot-no-idtm": {"geot.idtm": False},
-    "geot-no-plgr": {"geot.plgr_weight": 0.0},
-    "geot-no-clgs": {"geot.clgs_weight": 0.0},
-    "geot-soft": {"geot.soft_targets": True},
-    "geot-posterior": {"geot.class_estimate": "posterior"},
-}
+VARIANTS_DIR = ROOT / "configs" / "variants"  # method variants (ablations) as partial configs
 
 
 def hardware() -> str:
@@ -54,12 +46,6 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} GPU, {os.cpu_count()}-core CPU, torch {torch.__version__}"
     return f"{os.cpu_count()}-core {cpu} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def logged_column(log: Path, column: str) -> list[float]:
-    """One column of a run's ``log.csv``, skipping epochs that left it empty (a resumed run logs into the same file)."""
-    with log.open() as f:
-        return [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
 
 
 def load_rows(name: str) -> list[dict[str, Any]]:
@@ -95,42 +81,32 @@ def save_rows(name: str, rows: list[dict[str, Any]]) -> None:
         fh.write(json.dumps(rows, indent=1, sort_keys=True))
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs as config overrides."""
-    return {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in pairs)}
-
-
-def parse_value(value: Any) -> Any:
-    """``--set`` values are JSON where they parse as JSON (numbers, lists, true) and strings otherwise."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value  # a word such as fixmatch (which a first-letter test took for false)
-
-
 def command_line() -> str:
     return "python tools/benchmark.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 # --- accuracy ----------------------------------------------------------------------------------------
 
+def variant_overrides(name: str) -> dict[str, Any]:
+    """Config overrides of a method variant: ``configs/variants/<name>.yaml`` when it exists (an ablation such
+    as ``geot-no-plgr``), else nothing (a plain method name)."""
+    from geot.config import read_variant
+
+    path = VARIANTS_DIR / f"{name}.yaml"
+    return read_variant(path) if path.is_file() else {}
+
+
 def run_accuracy(args: argparse.Namespace) -> None:
-    from geot.config import load_config
-    from geot.data.sources import gather_data
-    from geot.engine.evaluate import evaluate_folders
-    from geot.engine.predict import Segmenter, predict_files
-    from geot.engine.train import train
-    from geot.io.teeth3ds import find_scans
+    from geot.analysis.diagnosis import logged_column
+    from geot.analysis.experiment import run_experiment
+    from geot.config import load_config, parse_overrides
 
     rows = load_rows("accuracy")
-    by_name = {f.name: f for f in find_scans(args.data)}
     for fraction in args.fractions:
         for method in args.methods:
             for seed in args.seeds:
-                variant = method if method in ABLATIONS else None
-                base = "geot" if variant else method
+                variant = variant_overrides(method)
+                base = variant.get("semi.method", method)
                 if fraction >= 1.0 and base != "supervised":
                     continue  # with every scan labelled there is nothing to pseudo-label
                 tag = f"+{args.tag}" if args.tag else ""
@@ -140,43 +116,23 @@ def run_accuracy(args: argparse.Namespace) -> None:
                     print(f"skip {name} (in docs/results/accuracy.json; --force reruns)")
                     continue
                 overrides = {"semi.method": base, "data.labelled_fraction": fraction, "seed": seed,
-                             **(ABLATIONS.get(method, {})), **parse_overrides(args.set)}
+                             **variant, **parse_overrides(args.set)}
                 cfg = load_config(args.config, overrides)
-                t0 = time.time()
-                data = gather_data(cfg, args.data)
-                out = RUNS / base_name
-                resume = False
-                if args.rule and (out / "checkpoints" / "best.pt").is_file():  # a rule needs no retraining
-                    result = {"best_val_miou": float("nan")}
-                else:  # --resume continues an interrupted run of the same config (and the same code!)
-                    resume = args.resume and (out / "checkpoints" / "last.pt").is_file() \
-                        and (out / "config.yaml").is_file() and load_config(out / "config.yaml") == cfg
-                    result = train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
-                train_seconds = time.time() - t0
-                if resume:  # the wall time of an interrupted run is the sum of its logged epochs
-                    train_seconds = sum(logged_column(out / "log.csv", "seconds"))
-                evaluate_start = time.time()
-                with tempfile.TemporaryDirectory() as tmp:
-                    gt = Path(tmp) / "gt"
-                    for scan in data.split.test:  # patients no choice has seen
-                        files = by_name[scan]
-                        target = gt / files.patient
-                        target.mkdir(parents=True, exist_ok=True)
-                        for source in (files.mesh, files.labels):
-                            (target / source.name).symlink_to(source.resolve())
-                    segmenter = Segmenter.load(out, rule=args.rule)
-                    pred = out / f"val_predictions{'-' + args.rule if args.rule else ''}"
-                    predict_files(segmenter, find_scans(gt), pred, ("json",), overwrite=True)
-                    report = evaluate_folders(pred, gt, pred.with_name(pred.name.replace("predictions", "evaluation")))
-                overall = report.summary["overall"]
+                # --resume continues an interrupted run of the same config (and the same code!)
+                exp = run_experiment(cfg, args.data, RUNS / base_name, resume=args.resume, rule=args.rule)
+                train_seconds = exp.train_seconds
+                if exp.resumed:  # the wall time of an interrupted run is the sum of its logged epochs
+                    train_seconds = sum(logged_column(RUNS / base_name / "log.csv", "seconds"))
+                overall = exp.report.summary["overall"]
+                data = exp.data
                 row = {"name": name, "method": method + tag + (f" (rule {args.rule})" if args.rule else ""),
                        "fraction": fraction, "seed": seed,
                        "config": str(Path(args.config).name), "overrides": overrides,
                        "labelled": len(data.labelled), "unlabelled": len(data.unlabelled), "val": len(data.val),
                        "test": len(data.split.test), "scored_on": "test",
                        **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
-                       "best_val_miou_sampled": result["best_val_miou"], "train_minutes": train_seconds / 60,
-                       "minutes": (train_seconds + time.time() - evaluate_start) / 60, "resumed": resume,
+                       "best_val_miou_sampled": exp.result["best_val_miou"], "train_minutes": train_seconds / 60,
+                       "minutes": (train_seconds + exp.evaluate_seconds) / 60, "resumed": exp.resumed,
                        "hardware": hardware(),
                        "command": command_line(),
                        "date": time.strftime("%Y-%m-%d")}
@@ -281,7 +237,8 @@ def run_training(args: argparse.Namespace) -> None:
         for variant in VARIANTS:
             if variant.startswith("torch-cluster") and ops.neighbors._tc is None:
                 continue
-            env = {**os.environ, "GEOT_NEIGHBORS": "auto" if variant.startswith("torch-cluster") else "torch"}
+            env = {**os.environ, "GEOT_NEIGHBORS": "auto" if variant.startswith("torch-cluster") else "torch",
+                   "GEOT_DENSE": "0" if variant in ("torch-cluster + scatter", "baseline") else "1"}
             cmd = [sys.executable, __file__, "training-one", config, variant, "--steps", str(args.steps),
                    "--data", str(args.data), "--device", args.device, "--set", *args.set] \
                 + (["--points", str(args.points)] if args.points else [])
@@ -298,8 +255,8 @@ def run_training_one(args: argparse.Namespace) -> None:
     from torch.profiler import ProfilerActivity, profile, record_function
     from torch_geometric.data import Batch
 
-    from geot.config import load_config
-    from geot.data.dataset import ScanDataset, load_prepared, num_input_features
+    from geot.config import load_config, parse_overrides
+    from geot.data.dataset import ScanDataset, load_prepared
     from geot.engine.inference import resolve_device
     from geot.io.teeth3ds import find_scans
     from geot.models import build_model, count_parameters
@@ -307,18 +264,12 @@ def run_training_one(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, {**parse_overrides(args.set),
                                     **({"data.num_points": args.points} if args.points else {})})
     device = resolve_device(args.device)
-    if args.variant == "baseline" and cfg.model.backbone == "point_transformer":
-        cfg.model.sampling = "fps"
-    if args.variant in ("torch-cluster + scatter", "baseline"):  # reduce over neighbours with PyG's scatters
-        from geot import ops
-        from geot.ops import neighbors
-
-        ops.dense_neighbours = neighbors.dense_neighbours = lambda *_: None
+    if args.variant == "baseline" and cfg.model.name == "point_transformer":
+        cfg.model.args["sampling"] = "fps"
     scans = [load_prepared(f, cfg.data.align, cfg.data.curvature) for f in find_scans(args.data)[:8]]
     ds = ScanDataset(scans, cfg.data.num_points, cfg.augment.labelled, use_curvature=cfg.data.curvature)
     torch.manual_seed(0)
-    model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), 17,
-                        **cfg.model.kwargs()).to(device)
+    model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)  # GPU work is asynchronous
 
@@ -328,7 +279,7 @@ def run_training_one(args: argparse.Namespace) -> None:
                                           for i in range(2)]).to(device)
             sync()
         with record_function("geot.forward"):
-            loss = torch.nn.functional.cross_entropy(model(batch.x, batch.pos, batch.batch)[0], batch.y)
+            loss = torch.nn.functional.cross_entropy(model(batch.x, batch.pos, batch.batch).logits, batch.y)
             sync()
         with record_function("geot.backward"):
             opt.zero_grad()
@@ -352,130 +303,23 @@ def run_training_one(args: argparse.Namespace) -> None:
              "forward (layers)": (t["geot.forward"] - search - sampling) / total,
              "backward + step": t["geot.backward"] / total}
     gpu_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    print(json.dumps({"config": Path(args.config).stem, "backbone": cfg.model.backbone, "variant": args.variant,
+    print(json.dumps({"config": Path(args.config).stem, "backbone": cfg.model.name, "variant": args.variant,
                       "points": cfg.data.num_points, "parameters": count_parameters(model),
                       "median_step_s": statistics.median(walls), "scans_per_s": 2 / statistics.median(walls),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "peak_gpu_mb": gpu_mb, "device": device.type, "sampling": cfg.model.sampling,
+                      "peak_gpu_mb": gpu_mb, "device": device.type, "sampling": cfg.model.args.get("sampling"),
                       "share": share}))
 
 
 # --- diagnosis -------------------------------------------------------------------------------------------
 
-def class_level_diagonals(posteriors: list[Any], confusion: Any, anchor_confidence: float = 0.5) -> dict[str, float]:
-    """Mean diagonal of the class-level transition matrix three ways: measured (``confusion``, the pooled
-    counts of true class against pseudo label) and as geot's two estimators see it from the teacher's
-    posteriors alone (one scan at a time, as in training, rows averaged over the scans that trust them).
-    Classes absent from the truth are left out of all three."""
-    import numpy as np
-    import torch
-
-    from geot.method.idtm import anchor_matrix, posterior_confusion
-
-    c = confusion.shape[0]
-    sums = {"anchor estimate": np.zeros(c), "posterior estimate": np.zeros(c)}
-    counts = {name: np.zeros(c) for name in sums}
-    for probs in posteriors:
-        q = torch.as_tensor(probs, dtype=torch.float32)
-        estimates = {"anchor estimate": anchor_matrix(q, anchor_confidence),
-                     "posterior estimate": posterior_confusion(q, q.argmax(dim=1))}
-        for name, (rows, trusted) in estimates.items():
-            ok = trusted.numpy()
-            sums[name][ok] += torch.diagonal(rows).numpy()[ok]
-            counts[name][ok] += 1
-    present = confusion.sum(1) > 0
-    out = {"measured": float((np.diag(confusion)[present] / confusion.sum(1)[present]).mean())}
-    for name in sums:
-        seen = present & (counts[name] > 0)
-        out[name] = float((sums[name][seen] / counts[name][seen]).mean())
-    return out
-
-
-def multi_view_accuracy(model: Any, scans: list[Any], cfg: Any, views: int) -> dict[str, float]:
-    """Would averaging the teacher over several augmented views give better pseudo labels?
-
-    For each scan, the points of one training sample, seen as ``views`` copies with independent draws of
-    the teacher's (weak) augmentation, as training would see them: the share of points whose pseudo
-    label is right from the first view alone and from the mean posterior of 1, 2, 4, ... ``views`` views.
-    """
-    import torch
-
-    from geot.data.dataset import ScanDataset, item_generator, point_inputs
-
-    counts = sorted({1, *(2**i for i in range(1, views.bit_length())), views})
-    right, total = dict.fromkeys(counts, 0), 0
-    data = ScanDataset(scans, cfg.data.num_points, use_curvature=cfg.data.curvature, seed=cfg.seed)
-    with torch.no_grad():
-        for i, scan in enumerate(scans):
-            points = data.sample(i, (0, i))  # un-augmented: the same points for every view
-            normal = torch.from_numpy(scan.normal)[points.vertex]
-            curv = torch.from_numpy(scan.curvature)[points.vertex] if cfg.data.curvature else None
-            batch = torch.zeros(len(points.pos), dtype=torch.long)
-            mean = 0
-            for v in range(1, views + 1):
-                pos, n = cfg.augment.weak(points.pos, normal, item_generator(cfg.seed, 10**6 + i, v))
-                mean = mean + torch.softmax(model(point_inputs(pos, n, curv, scan.jaw), pos, batch)[0], 1)
-                if v in right:
-                    right[v] += int((mean.argmax(1) == points.y).sum())
-            total += len(points.y)
-    return {f"{v} view{'s' if v > 1 else ''}": right[v] / total for v in counts}
-
-
 def run_diagnose(args: argparse.Namespace) -> None:
-    """How good are the pseudo labels? The teacher of a run segments its unlabelled scans (whose true
-    labels the real data has), and the errors are sorted by kind: arch neighbours (off by one tooth),
-    teeth further apart, tooth vs gingiva. The IDTM diagonal mass comes from the run's log."""
-    import numpy as np
+    """Pseudo-label quality of a run's teacher on its unlabelled scans (geot.analysis.diagnosis)."""
+    from geot.analysis.diagnosis import diagnose
 
-    from geot import labels as fdi
-    from geot.data.dataset import load_prepared
-    from geot.engine.inference import segment
-    from geot.engine.predict import Segmenter
-    from geot.io.teeth3ds import find_scans
-
-    # the EMA teacher of the last epoch is what labelled the unlabelled scans
-    segmenter = Segmenter.load(args.run / "checkpoints" / "last.pt", device="cpu", teacher=True)
-    model, cfg = segmenter.model, segmenter.cfg
-    split = json.loads((args.run / "split.json").read_text())
-    by_name = {f.name: f for f in find_scans(args.data)}
-    conf = np.zeros((fdi.NUM_CLASSES, fdi.NUM_CLASSES), dtype=np.int64)
-    confident, confident_right, posteriors, scans = 0, 0, [], []
-    for name in split["unlabelled"]:
-        scan = load_prepared(by_name[name], cfg.data.align, cfg.data.curvature)
-        scans.append(scan)
-        probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed)
-        pred = probs.argmax(1)
-        posteriors.append(probs)
-        np.add.at(conf, (scan.y, pred), 1)
-        sure = probs.max(1) >= args.threshold
-        confident += int(sure.sum())
-        confident_right += int((pred[sure] == scan.y[sure]).sum())
-    dist = fdi.arch_distance()
-    wrong = conf.sum() - np.trace(conf)
-    tooth = np.arange(1, fdi.NUM_CLASSES)
-    kinds = {"arch neighbour (1 tooth apart)": conf[np.ix_(tooth, tooth)][dist[1:, 1:] == 1].sum(),
-             "teeth 2+ apart": conf[np.ix_(tooth, tooth)][dist[1:, 1:] >= 2].sum(),
-             "tooth <-> gingiva": conf[0, 1:].sum() + conf[1:, 0].sum()}
-    inter = np.diag(conf)
-    iou = inter / np.maximum(conf.sum(0) + conf.sum(1) - inter, 1)
-    present = conf.sum(1) > 0
-    upper, lower = (fdi.class_to_fdi(np.arange(fdi.NUM_CLASSES), j) for j in ("upper", "lower"))
-    names = ["gingiva", *(f"FDI {u}/{lo}" for u, lo in zip(upper[1:], lower[1:], strict=True))]
-    diag = logged_column(args.run / "log.csv", "diag")
-    report = {"run": str(args.run.relative_to(ROOT) if args.run.is_relative_to(ROOT) else args.run),
-              "unlabelled_scans": len(split["unlabelled"]),
-              "pseudo_label_accuracy": float(np.trace(conf) / conf.sum()),
-              "pseudo_label_tooth_miou": float(iou[1:][present[1:]].mean()),
-              f"share_confident_{args.threshold:g}": confident / conf.sum(),
-              f"accuracy_confident_{args.threshold:g}": confident_right / max(confident, 1),
-              "error_kinds": {k: float(v / max(wrong, 1)) for k, v in kinds.items()},
-              "iou_per_class": {names[c]: float(iou[c]) for c in range(fdi.NUM_CLASSES) if present[c]},
-              "class_level_diagonal": class_level_diagonals(posteriors, conf, cfg.geot.anchor_confidence),
-              "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
-              "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
-              **({"pseudo_label_accuracy_by_teacher_views": multi_view_accuracy(model, scans, cfg, args.views)}
-                 if args.views > 1 else {}),
-              "command": command_line(), "hardware": hardware(), "date": time.strftime("%Y-%m-%d")}
+    report = diagnose(args.run, args.data, args.threshold, args.views)
+    report["run"] = str(args.run.relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run)
+    report.update(command=command_line(), hardware=hardware(), date=time.strftime("%Y-%m-%d"))
     put_row("diagnosis", report, key="run")
     print(json.dumps(report, indent=1))
 
@@ -670,7 +514,7 @@ def main() -> None:
     tr.add_argument("--points", type=int, default=None)
     tr.add_argument("--steps", type=int, default=5)
     tr.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    tr.add_argument("--set", nargs="*", default=[], help="config overrides key=value (e.g. model.sampling=random)")
+    tr.add_argument("--set", nargs="*", default=[], help="config overrides key=value (e.g. model.args.sampling=random)")
     one = sub.add_parser("training-one", help=argparse.SUPPRESS)
     one.add_argument("config")
     one.add_argument("variant")

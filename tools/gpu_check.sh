@@ -34,11 +34,11 @@ check)
     timeout 200 $PY -m pytest -v -rf -p no:cacheprovider -n 12 --timeout 120 --junitxml=runs/logs/pytest.xml tests \
         2>&1 | tee runs/logs/pytest.log | tail -15
     timeout 120 $PY tools/benchmark.py training --data "$DATA" --device cuda --steps 10 \
-        --configs configs/cpu-small.yaml configs/gpu-full.yaml --set model.sampling=$SAMPLING \
+        --configs configs/cpu-small.yaml configs/gpu-full.yaml --set model.args.sampling=$SAMPLING \
         2>&1 | tee runs/logs/training-speed.log | cut -c1-300
     timeout 120 $PY tools/benchmark.py accuracy --data "$DATA" --config configs/gpu-full.yaml --methods geot \
         --fractions 0.2 --tag pilot --force --set optim.epochs=2 optim.steps_per_epoch=10 semi.warmup_epochs=1 \
-        semi.rampup_epochs=1 val_every=1 model.sampling=$SAMPLING 2>&1 | tee runs/logs/pilot.log | tail -3
+        semi.rampup_epochs=1 val_every=1 model.args.sampling=$SAMPLING 2>&1 | tee runs/logs/pilot.log | tail -3
     cat runs/bench/geot+pilot-f0.2-s0-gpu-full/log.csv
     timeout 120 $PY tools/benchmark.py inference runs/bench/geot+pilot-f0.2-s0-gpu-full --data "$DATA" --scans 10 \
         --device cuda 2>&1 | tee runs/logs/inference.log | cut -c1-200
@@ -52,7 +52,7 @@ train)
     [ ${#jobs[@]} -gt 0 ] || jobs=(supervised:0.2:0 geot:0.2:0 supervised:1.0:0)  # method:fraction:seed
     common=(--data "$DATA" --config configs/gpu-full.yaml --tag gpu
             --set optim.epochs=$epochs semi.warmup_epochs=$((epochs / 5)) semi.rampup_epochs=$((epochs / 10))
-            model.sampling=$SAMPLING)
+            model.args.sampling=$SAMPLING)
     for job in "${jobs[@]}"; do
         IFS=: read -r method fraction seed <<< "$job"
         OMP_NUM_THREADS=4 timeout "$limit" $PY tools/benchmark.py accuracy --methods "$method" \

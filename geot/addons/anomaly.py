@@ -104,7 +104,7 @@ class EnergyExplainer(Explainer):
 
     @torch.no_grad()
     def forward(self, model: nn.Module, x: Tensor, pos: Tensor, batch: Tensor) -> dict[str, Tensor]:
-        return {"energy": energy(model(x, pos, batch)[0])}
+        return {"energy": energy(model(x, pos, batch).logits)}
 
 
 def sparsemax(z: Tensor, dim: int = -1) -> Tensor:
@@ -166,7 +166,8 @@ class _ReferenceExplainer(Explainer):
 
     @torch.no_grad()
     def forward(self, model: nn.Module, x: Tensor, pos: Tensor, batch: Tensor) -> dict[str, Tensor]:
-        logits, feats = model(x, pos, batch)
+        out = model(x, pos, batch)
+        logits, feats = out.logits, out.feats
         probs = torch.softmax(logits, dim=1)
         conf, predicted = probs.max(dim=1)
         if len(self.ref_feats):

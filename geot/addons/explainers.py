@@ -17,7 +17,7 @@ class Uncertainty(Explainer):
 
     @torch.no_grad()
     def forward(self, model: nn.Module, x: Tensor, pos: Tensor, batch: Tensor) -> dict[str, Tensor]:
-        probs = torch.softmax(model(x, pos, batch)[0], dim=1)
+        probs = torch.softmax(model(x, pos, batch).logits, dim=1)
         entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum(dim=1) / torch.log(torch.tensor(probs.shape[1]))
         top2 = probs.topk(2, dim=1).values
         return {"entropy": entropy, "margin": top2[:, 0] - top2[:, 1]}
@@ -36,7 +36,7 @@ class NormGradSaliency(Explainer):
 
     def forward(self, model: nn.Module, x: Tensor, pos: Tensor, batch: Tensor) -> dict[str, Tensor]:
         with torch.enable_grad():
-            _, feats = model(x, pos, batch)
+            feats = model(x, pos, batch).feats
             feats = feats.detach().requires_grad_(True)
             logits = model.head(feats)
             loss = F.cross_entropy(logits, logits.argmax(dim=1).detach(), reduction="sum")

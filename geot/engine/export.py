@@ -86,7 +86,7 @@ def _model_card(card: dict[str, Any], cfg: Config) -> str:
 
 - **Task**: per-vertex tooth segmentation of one jaw of an intra-oral scan, 17 classes per jaw
   (gingiva + 16 teeth, FDI numbering; the class -> FDI map is in `model.json`).
-- **Method**: `{cfg.semi.method}`, backbone `{cfg.model.backbone}` ({card['num_parameters']} parameters),
+- **Method**: `{cfg.semi.method}`, backbone `{cfg.model.name}` ({card['num_parameters']} parameters),
   {cfg.data.num_points} points per scan, trained {card['epoch']} epochs.
 - **Training data**: {data} scans (patient-grouped split).
 - **Intended use**: research and software development on intra-oral scans. Not a medical device; check

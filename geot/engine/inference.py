@@ -30,7 +30,7 @@ def segment(model: nn.Module, scan: PreparedScan, num_points: int, use_curvature
     batch = torch.zeros(len(data.pos), dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
-    logits, _ = model(data.x, data.pos, batch)
+    logits = model(data.x, data.pos, batch).logits
     model.train(was_training)
     probs = torch.softmax(logits.float(), dim=1)
     if len(data.vertex) == scan.num_vertices:

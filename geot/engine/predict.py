@@ -13,7 +13,7 @@ from torch import nn
 from geot import labels as fdi
 from geot.addons.base import build as build_addon
 from geot.config import Config
-from geot.data.dataset import num_input_features, prepare
+from geot.data.dataset import prepare
 from geot.engine.inference import resolve_device, segment
 from geot.errors import CheckpointError, GeotError, ScanError
 from geot.io.mesh import write_labelled_mesh
@@ -74,8 +74,7 @@ class Segmenter:
                                                 "runs train one)")
                 weights = {k.removeprefix("module."): v for k, v in state["teacher"].items()
                            if k.startswith("module.")}  # AveragedModel wraps the network as .module
-        model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), fdi.NUM_CLASSES,
-                            **cfg.model.kwargs())
+        model = build_model(cfg)
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:

@@ -1,11 +1,11 @@
-"""Training: supervised warm-up on labelled scans, then teacher-student learning on unlabelled ones.
+"""Training: a supervised warm-up on labelled scans, then the method's teacher-student learning on unlabelled ones.
 
-Read top to bottom: build everything, maybe resume, then the epoch loop. Each step draws
-``batch_labelled`` labelled scans (supervised loss) and, once warm-up is over, ``batch_unlabelled``
-unlabelled scans seen twice: the teacher's weak view makes pseudo labels, the student's strong view
-learns from them through the method's objective. Every random draw is keyed by (seed, epoch, draw),
-and model, optimiser, teacher, objective state and RNG are checkpointed each epoch, so ``resume``
-continues exactly where an interrupted run stopped.
+Read in one sitting: :class:`Trainer` builds everything (or restores it), then each epoch is ``train_step``
+for every step and ``end_of_epoch`` (reduce across processes, validate, save). Each step draws
+``batch_labelled`` labelled scans (the method's labelled loss) and, once warm-up is over, ``batch_unlabelled``
+unlabelled scans seen twice: the pseudo-label source's weak view makes pseudo labels, the student's strong view
+learns from them through the method. Every random draw is keyed by (seed, epoch, draw), and everything a
+checkpoint holds lives in one :class:`TrainState`, so ``resume`` continues exactly where a run stopped.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import csv
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch_geometric.data import Batch, Data
@@ -28,17 +29,18 @@ from torch_geometric.data import Batch, Data
 from geot import __version__
 from geot import distributed as dist
 from geot.addons import StepContext, build_addons
+from geot.addons.base import Addons
 from geot.config import Config, config_dict, save_config
-from geot.data.dataset import PreparedScan, ScanDataset, num_input_features
+from geot.data.dataset import PreparedScan, ScanDataset
 from geot.data.sources import TrainData
 from geot.engine.checkpoint import load_checkpoint, save_checkpoint
 from geot.engine.inference import resolve_device, segment
 from geot.errors import GeotError
 from geot.io.atomic import atomic_write
 from geot.labels import NUM_CLASSES
-from geot.method.objectives import GeoTObjective, build_objective
+from geot.method import Method, build_method
 from geot.metrics import segmentation_metrics
-from geot.models import build_model, count_parameters
+from geot.models import Segmentor, build_model, count_parameters
 
 
 def draws(n: int, count: int, seed: int, epoch: int, stream: int) -> list[int]:
@@ -67,196 +69,254 @@ def validate(model: torch.nn.Module, scans: list[PreparedScan], cfg: Config, dev
     return {key: float(np.nanmean([r[key] for r in rows])) for key in ("miou", "dice", "accuracy")}
 
 
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds; ``state_dict``/``load_state_dict`` are the only way in and out of one."""
+
+    cfg: Config
+    model: Segmentor
+    method: Method
+    modules: Addons
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    teacher: AveragedModel | None = None   # EMA of the student, for methods that need one
+    frozen: nn.Module | None = None        # the student as unlabelled scans joined, for modules that ask
+    epoch: int = -1                        # the last finished epoch
+    best: float = -1.0                     # best validation mIoU so far
+    metrics: dict[str, float] = field(default_factory=dict)  # validation numbers of the last epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"format_kind": "train", "geot_version": __version__, "epoch": self.epoch, "best_miou": self.best,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "config": config_dict(self.cfg),
+                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+                "method": self.method.state_dict(), "modules": self.modules.state_dict(),
+                "frozen": self.frozen.state_dict() if self.frozen is not None else None,
+                "num_parameters": count_parameters(self.model), "metrics": dict(self.metrics)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint (also those written before methods and modules had these names)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        self.method.load_state_dict(state.get("method", state.get("objective")) or {})
+        self.modules.load_state_dict(state.get("modules", state.get("addons")) or {})
+        frozen = state.get("frozen", state.get("anchor"))
+        if frozen is not None:
+            self.frozen = _frozen(self.model)
+            self.frozen.load_state_dict(frozen)
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.best = state["epoch"], state["best_miou"]
+        self.metrics = dict(state.get("metrics") or {})
+
+
+class Trainer:
+    """One training run: ``Trainer(...).fit()``. Subclasses may override a stage (e.g. ``train_step``)."""
+
+    def __init__(self, cfg: Config, data: TrainData, out: Path, resume: bool = False, overwrite: bool = False,
+                 progress: bool = True) -> None:
+        self.cfg, self.data, self.out, self.progress = cfg, data, Path(out), progress
+        ckpt_dir = self.out / "checkpoints"
+        if not resume and not overwrite and (ckpt_dir / "last.pt").exists():
+            raise GeotError(f"{out}: holds a run already; pass --resume to continue it or --overwrite to start over")
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = ckpt_dir
+        device = resolve_device(cfg.device)
+        self.rank, self.world = dist.setup(device)
+        self.device = dist.local_device(device)
+        torch.manual_seed(cfg.seed)
+        opt = cfg.optim
+        if opt.batch_labelled % self.world or opt.batch_unlabelled % self.world:
+            raise GeotError(f"batch sizes ({opt.batch_labelled}, {opt.batch_unlabelled}) "
+                            f"must divide among {self.world} processes")
+        self.state = self._build()
+        flags = self.state.modules.all
+        self.weak_student = any(getattr(m, "needs_weak_student", False) for m in flags)
+        self.needs_frozen = any(getattr(m, "needs_anchor", False) for m in flags)
+        self.net = DistributedDataParallel(self.state.model) if self.world > 1 else self.state.model
+        self.labelled = ScanDataset(data.labelled, cfg.data.num_points, cfg.augment.labelled, seed=cfg.seed,
+                                    use_curvature=cfg.data.curvature)
+        self.unlabelled = ScanDataset(data.unlabelled, cfg.data.num_points, cfg.augment.weak,
+                                      strong=cfg.augment.strong, seed=cfg.seed + 1, use_curvature=cfg.data.curvature)
+        self.semi_possible = self.state.method.learns_from_unlabelled and len(self.unlabelled) > 0
+
+        resume = resume and (ckpt_dir / "last.pt").exists()  # killed before the first checkpoint: start over
+        for stale in ckpt_dir.glob(".*.tmp"):  # half-written files of a killed run
+            stale.unlink(missing_ok=True)
+        if resume:
+            self.state.load_state_dict(load_checkpoint(ckpt_dir / "last.pt", map_location=self.device))
+        elif dist.is_main():
+            save_config(cfg, self.out / "config.yaml")
+            with atomic_write(self.out / "split.json", "w") as f:
+                json.dump(data.split.model_dump(), f, indent=1)
+        self.log = _CsvLog(self.out / "log.csv", self.state.epoch + 1,
+                           self.out / "tensorboard" if cfg.tensorboard else None) if dist.is_main() else None
+
+    def _build(self) -> TrainState:
+        """Network, method, modules, teacher and optimiser, in an order fixed for reproducibility."""
+        cfg, opt, device = self.cfg, self.cfg.optim, self.device
+        model = build_model(cfg).to(device)
+        method = build_method(cfg).to(device)
+        modules = build_addons(cfg.modules, feat_dim=model.feat_dim).to(device)  # optional (docs/modules.md)
+        teacher = None
+        if method.needs_teacher:
+            teacher = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.semi.ema_decay), use_buffers=True)
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        extra = [p for m in (method, modules) for p in m.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
+                                       {"params": no_decay + extra, "weight_decay": 0.0}], lr=opt.lr)
+        total = opt.epochs * opt.steps_per_epoch
+        schedule = (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))) if opt.schedule == "cosine" \
+            else (lambda s: 1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return TrainState(cfg, model, method, modules, optimizer, scheduler, teacher)
+
+    def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
+        """Train from the state's next epoch to the last (or to ``stop_after_epoch``)."""
+        for epoch in range(self.state.epoch + 1, self.cfg.optim.epochs):
+            t0 = time.time()
+            sums = self.run_epoch(epoch)
+            self.end_of_epoch(epoch, sums, t0)
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                break
+        return {"best_val_miou": self.state.best, "epochs": self.cfg.optim.epochs, "out": str(self.out),
+                "parameters": count_parameters(self.state.model)}
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """Every step of one epoch; returns the summed logs."""
+        cfg, opt, state = self.cfg, self.cfg.optim, self.state
+        state.model.train()
+        semi_on = self.semi_possible and epoch >= cfg.semi.warmup_epochs
+        if self.needs_frozen and semi_on and state.frozen is None:
+            state.frozen = _frozen(state.model)
+        lab_ids = draws(len(self.labelled), opt.steps_per_epoch * opt.batch_labelled, cfg.seed, epoch, 0)
+        unl_ids = draws(len(self.unlabelled), opt.steps_per_epoch * opt.batch_unlabelled, cfg.seed, epoch, 1)
+        sums: dict[str, float] = {}
+        bar = _progress(self.progress and dist.is_main(), opt.steps_per_epoch, f"epoch {epoch + 1}/{opt.epochs}")
+        for step in range(opt.steps_per_epoch):
+            # this process's share of the step's scans; sample keys are global, so any split sees the same data
+            b = opt.batch_labelled
+            lab = [self.labelled.sample(i, (epoch, step * b + j))
+                   for j, i in enumerate(lab_ids[step * b:(step + 1) * b])][self.rank::self.world]
+            b = opt.batch_unlabelled
+            unl = [self.unlabelled.sample(i, (epoch, step * b + j))
+                   for j, i in enumerate(unl_ids[step * b:(step + 1) * b])][self.rank::self.world] if semi_on else []
+            logs = self.train_step(epoch, step, lab, unl)
+            for key, value in logs.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.advance(logs)
+        bar.close()
+        state.modules.on_epoch_end(epoch)
+        return sums
+
+    def train_step(self, epoch: int, step: int, lab: list[Data], unl: list[Data]) -> dict[str, float]:
+        """One optimiser step on labelled scans ``lab`` and (after warm-up) unlabelled scans ``unl``."""
+        cfg, state, device = self.cfg, self.state, self.device
+        method, modules = state.method, state.modules
+        # one student pass over the labelled scans and the strong views of the unlabelled ones
+        views = [Data(x=d.x, pos=d.pos) for d in lab] + [Data(x=d.x_strong, pos=d.pos_strong) for d in unl]
+        if self.weak_student:  # a module compares the student's two views
+            views += [Data(x=d.x, pos=d.pos) for d in unl]
+        student = Batch.from_data_list(views).to(device)
+        unl_batch = Batch.from_data_list(unl).to(device) if unl else None
+        out = self.net(student.x, student.pos, student.batch)
+        logits, feats = out.logits, out.feats
+        n_lab = sum(len(d.pos) for d in lab)
+        y = torch.cat([d.y for d in lab]).to(device)
+        loss = method.labelled_loss(logits[:n_lab], y)
+        logs = {"sup": loss.item()}
+        ctx = StepContext(epoch, step, cfg.optim.epochs, logits_lab=logits[:n_lab], labels=y, feats_lab=feats[:n_lab],
+                          head=state.model.head)
+        if unl_batch is not None:
+            unsup, unsup_logs = self._unlabelled_loss(ctx, unl_batch, student, logits, feats, n_lab)
+            ctx.ramp = rampup(epoch - cfg.semi.warmup_epochs + step / cfg.optim.steps_per_epoch,
+                              cfg.semi.rampup_epochs)
+            weight = cfg.semi.unsup_weight * ctx.ramp
+            loss = loss + weight * unsup
+            logs.update(unsup_logs, unsup_weight=weight)
+        extra_loss, extra_logs = modules.loss(ctx)
+        if extra_loss is not None:
+            loss = loss + extra_loss
+            logs.update(extra_logs)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for module in (method, modules):
+            dist.average_gradients(module.parameters())
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.grad_clip)
+        state.optimizer.step()
+        state.scheduler.step()
+        if state.teacher is not None:
+            state.teacher.update_parameters(state.model)
+        logs["loss"] = loss.item()
+        return logs
+
+    def _unlabelled_loss(self, ctx: StepContext, unl: Batch, student: Batch, logits: torch.Tensor,
+                         feats: torch.Tensor, n_lab: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Pseudo labels from the weak view, the method's loss on the strong view; fills the step context."""
+        state = self.state
+        with torch.no_grad():
+            source = state.teacher.module if state.teacher is not None else state.model
+            weak = source(unl.x, unl.pos, unl.batch)
+            probs_weak = torch.softmax(weak.logits, dim=1)
+        ctx.feats_teacher = weak.feats
+        n_unl = len(unl.pos)
+        ctx.logits, ctx.feats = logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl]
+        ctx.probs_teacher = probs_weak
+        if state.frozen is not None:
+            with torch.no_grad():
+                frozen = state.frozen(student.x, student.pos, student.batch)
+            ctx.logits_anchor = frozen.logits[n_lab:n_lab + n_unl]
+            ctx.feats_anchor = frozen.feats[n_lab:n_lab + n_unl]
+            ctx.feats_anchor_lab = frozen.feats[:n_lab]
+        if self.weak_student:
+            ctx.extras["logits_weak"] = logits[n_lab + n_unl:]
+        ctx.point_index = torch.stack([unl.scan[unl.batch], unl.vertex], dim=1)
+        ctx.pos, ctx.batch = unl.raw_pos, unl.batch
+        with torch.no_grad():
+            targets = state.modules.targets(ctx, state.method.targets(probs_weak))
+        return state.method(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch, weight=ctx.target_weight)
+
+    def end_of_epoch(self, epoch: int, sums: dict[str, float], t0: float) -> None:
+        """Mean logs over processes; on the first process: validate, checkpoint (last, and best by validation), log."""
+        cfg, state = self.cfg, self.state
+        state.epoch = epoch
+        if dist.active():  # log the mean over processes
+            totals = dist.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64)) / self.world
+            sums = dict(zip(sums, totals.tolist(), strict=True))
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": state.scheduler.get_last_lr()[0],
+                               **{k: v / cfg.optim.steps_per_epoch for k, v in sums.items()}}
+        if not dist.is_main():  # validation, checkpoints and logs are the first process's job
+            dist.barrier()
+            return
+        last_epoch = epoch + 1 == cfg.optim.epochs
+        if self.data.val and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
+            row.update({f"val_{k}": v for k, v in validate(state.model, self.data.val, cfg, self.device).items()})
+        row["seconds"] = time.time() - t0
+        improved = "val_miou" in row and row["val_miou"] > state.best
+        state.best = max(state.best, row.get("val_miou", state.best))
+        state.metrics = {k: v for k, v in row.items() if k.startswith("val_")}
+        checkpoint = state.state_dict()
+        save_checkpoint(self.ckpt_dir / "last.pt", checkpoint)
+        if improved or (not self.data.val and last_epoch):
+            save_checkpoint(self.ckpt_dir / "best.pt", checkpoint)
+        assert self.log is not None
+        self.log.write(row)
+        _print_row(row)
+        dist.barrier()
+
+
 def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progress: bool = True,
           stop_after_epoch: int | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg.semi.method`` and write ``out/{config.yaml, split.json, log.csv, checkpoints/}``.
 
     An existing run in ``out`` is continued with ``resume`` and replaced only with ``overwrite``.
     """
-    out = Path(out)
-    ckpt_dir = out / "checkpoints"
-    if not resume and not overwrite and (ckpt_dir / "last.pt").exists():
-        raise GeotError(f"{out}: holds a run already; pass --resume to continue it or --overwrite to start over")
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    rank, world = dist.setup(device)
-    device = dist.local_device(device)
-    torch.manual_seed(cfg.seed)
-    opt, semi = cfg.optim, cfg.semi
-    if opt.batch_labelled % world or opt.batch_unlabelled % world:
-        raise GeotError(f"batch sizes ({opt.batch_labelled}, {opt.batch_unlabelled}) "
-                        f"must divide among {world} processes")
-
-    # --- model, teacher, objective, optimiser --------------------------------------------------
-    model = build_model(cfg.model.backbone, num_input_features(cfg.data.curvature), NUM_CLASSES,
-                        **cfg.model.kwargs()).to(device)
-    objective = build_objective(semi, cfg.geot)
-    objective = objective.to(device) if objective is not None else None
-    addons = build_addons(cfg.modules, feat_dim=model.out_channels).to(device)  # optional modules (docs/modules.md)
-    weak_student = any(getattr(m, "needs_weak_student", False) for m in addons.all)
-    needs_anchor = any(getattr(m, "needs_anchor", False) for m in addons.all)
-    anchor = None  # frozen copy of the student from when unlabelled scans join, for modules that ask
-    net = DistributedDataParallel(model) if world > 1 else model  # the student, gradients averaged
-    teacher = None
-    if semi.method in ("mean_teacher", "geot"):
-        teacher = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(semi.ema_decay), use_buffers=True)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    extra = [p for m in (objective, addons) if m is not None for p in m.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
-                                   {"params": no_decay + extra, "weight_decay": 0.0}], lr=opt.lr)
-    total = opt.epochs * opt.steps_per_epoch
-    schedule = (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))) if opt.schedule == "cosine" \
-        else (lambda s: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    labelled = ScanDataset(data.labelled, cfg.data.num_points, cfg.augment.labelled, seed=cfg.seed,
-                           use_curvature=cfg.data.curvature)
-    unlabelled = ScanDataset(data.unlabelled, cfg.data.num_points, cfg.augment.weak, strong=cfg.augment.strong,
-                             seed=cfg.seed + 1, use_curvature=cfg.data.curvature)
-    semi_possible = objective is not None and len(unlabelled) > 0
-
-    # --- run folder, resume ----------------------------------------------------------------------
-    start_epoch, best = 0, -1.0
-    resume = resume and (ckpt_dir / "last.pt").exists()  # killed before the first checkpoint: start over
-    for stale in ckpt_dir.glob(".*.tmp"):  # half-written files of a killed run
-        stale.unlink(missing_ok=True)
-    if resume:
-        state = load_checkpoint(ckpt_dir / "last.pt", map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if teacher is not None:
-            teacher.load_state_dict(state["teacher"])
-        if objective is not None:
-            objective.load_state_dict(state["objective"])
-        addons.load_state_dict(state.get("addons") or {})
-        if state.get("anchor") is not None:
-            anchor = _frozen(model)
-            anchor.load_state_dict(state["anchor"])
-        torch.set_rng_state(state["rng"])
-        start_epoch, best = state["epoch"] + 1, state["best_miou"]
-    elif dist.is_main():
-        save_config(cfg, out / "config.yaml")
-        with atomic_write(out / "split.json", "w") as f:
-            json.dump(data.split.model_dump(), f, indent=1)
-    log = _CsvLog(out / "log.csv", start_epoch, out / "tensorboard" if cfg.tensorboard else None) \
-        if dist.is_main() else None
-    n_params = count_parameters(model)
-
-    # --- the loop ----------------------------------------------------------------------------------
-    for epoch in range(start_epoch, opt.epochs):
-        t0 = time.time()
-        model.train()
-        semi_on = semi_possible and epoch >= semi.warmup_epochs
-        if needs_anchor and semi_on and anchor is None:
-            anchor = _frozen(model)
-        lab_ids = draws(len(labelled), opt.steps_per_epoch * opt.batch_labelled, cfg.seed, epoch, 0)
-        unl_ids = draws(len(unlabelled), opt.steps_per_epoch * opt.batch_unlabelled, cfg.seed, epoch, 1)
-        sums: dict[str, float] = {}
-        bar = _progress(progress and dist.is_main(), opt.steps_per_epoch, f"epoch {epoch + 1}/{opt.epochs}")
-        for step in range(opt.steps_per_epoch):
-            # this process's share of the step's scans; sample keys are global, so any split sees the same data
-            b = opt.batch_labelled
-            lab = [labelled.sample(i, (epoch, step * b + j)) for j, i in enumerate(lab_ids[step * b:(step + 1) * b])]
-            lab = lab[rank::world]
-            b = opt.batch_unlabelled
-            unl = [unlabelled.sample(i, (epoch, step * b + j))
-                   for j, i in enumerate(unl_ids[step * b:(step + 1) * b])][rank::world] if semi_on else []
-            # one student pass over the labelled scans and the strong views of the unlabelled ones
-            views = [Data(x=d.x, pos=d.pos) for d in lab] + [Data(x=d.x_strong, pos=d.pos_strong) for d in unl]
-            if weak_student:  # a module compares the student's two views
-                views += [Data(x=d.x, pos=d.pos) for d in unl]
-            student = Batch.from_data_list(views).to(device)
-            unl = Batch.from_data_list(unl).to(device) if unl else None
-            logits, feats = net(student.x, student.pos, student.batch)
-            n_lab = sum(len(d.pos) for d in lab)
-            y = torch.cat([d.y for d in lab]).to(device)
-            loss = F.cross_entropy(logits[:n_lab], y)
-            logs = {"sup": loss.item()}
-            if isinstance(objective, GeoTObjective):
-                objective.observe_labelled(logits[:n_lab], y)
-            ctx = StepContext(epoch, step, opt.epochs, logits_lab=logits[:n_lab], labels=y, feats_lab=feats[:n_lab],
-                              head=model.head)
-            if unl is not None:
-                with torch.no_grad():
-                    source = teacher.module if teacher is not None else model
-                    logits_weak, ctx.feats_teacher = source(unl.x, unl.pos, unl.batch)
-                    probs_weak = torch.softmax(logits_weak, dim=1)
-                n_unl = len(unl.pos)
-                ctx.logits, ctx.feats = logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl]
-                ctx.probs_teacher = probs_weak
-                if anchor is not None:
-                    with torch.no_grad():
-                        anchor_logits, anchor_feats = anchor(student.x, student.pos, student.batch)
-                    ctx.logits_anchor = anchor_logits[n_lab:n_lab + n_unl]
-                    ctx.feats_anchor = anchor_feats[n_lab:n_lab + n_unl]
-                    ctx.feats_anchor_lab = anchor_feats[:n_lab]
-                if weak_student:
-                    ctx.extras["logits_weak"] = logits[n_lab + n_unl:]
-                ctx.point_index = torch.stack([unl.scan[unl.batch], unl.vertex], dim=1)
-                ctx.pos, ctx.batch = unl.raw_pos, unl.batch
-                with torch.no_grad():
-                    targets = addons.targets(ctx, objective.targets(probs_weak))
-                unsup, unsup_logs = objective(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch,
-                                              weight=ctx.target_weight)
-                ctx.ramp = rampup(epoch - semi.warmup_epochs + step / opt.steps_per_epoch, semi.rampup_epochs)
-                weight = semi.unsup_weight * ctx.ramp
-                loss = loss + weight * unsup
-                logs.update(unsup_logs, unsup_weight=weight)
-            extra_loss, extra_logs = addons.loss(ctx)
-            if extra_loss is not None:
-                loss = loss + extra_loss
-                logs.update(extra_logs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for module in (objective, addons):
-                if module is not None:
-                    dist.average_gradients(module.parameters())
-            if opt.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), opt.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if teacher is not None:
-                teacher.update_parameters(model)
-            logs["loss"] = loss.item()
-            for key, value in logs.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.advance(logs)
-        bar.close()
-        addons.on_epoch_end(epoch)
-
-        if dist.active():  # log the mean over processes
-            totals = dist.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64)) / world
-            sums = dict(zip(sums, totals.tolist(), strict=True))
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
-                               **{k: v / opt.steps_per_epoch for k, v in sums.items()}}
-        last_epoch = epoch + 1 == opt.epochs
-        if not dist.is_main():  # validation, checkpoints and logs are the first process's job
-            dist.barrier()
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-                break
-            continue
-        if data.val and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
-            row.update({f"val_{k}": v for k, v in validate(model, data.val, cfg, device).items()})
-        row["seconds"] = time.time() - t0
-        improved = "val_miou" in row and row["val_miou"] > best
-        best = max(best, row.get("val_miou", best))
-        state = {"format_kind": "train", "geot_version": __version__, "epoch": epoch, "best_miou": best,
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "config": config_dict(cfg),
-                 "teacher": teacher.state_dict() if teacher is not None else None,
-                 "objective": objective.state_dict() if objective is not None else None,
-                 "addons": addons.state_dict(), "anchor": anchor.state_dict() if anchor is not None else None,
-                 "num_parameters": n_params, "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
-        save_checkpoint(ckpt_dir / "last.pt", state)
-        if improved or (not data.val and last_epoch):
-            save_checkpoint(ckpt_dir / "best.pt", state)
-        log.write(row)
-        _print_row(row)
-        dist.barrier()
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            break
-    return {"best_val_miou": best, "epochs": opt.epochs, "out": str(out), "parameters": n_params}
+    return Trainer(cfg, data, out, resume=resume, overwrite=overwrite, progress=progress).fit(stop_after_epoch)
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:

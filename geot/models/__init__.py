@@ -1,22 +1,28 @@
-"""Segmentation backbones, chosen by name in the config."""
+"""Segmentation networks: a registered backbone plus heads, built from a config by :func:`build_model`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torch import nn
 
-from geot.models.dgcnn import DGCNN
-from geot.models.point_transformer import PointTransformerSeg
+from geot.models.registry import BACKBONES
+from geot.models.segmentor import Outputs, Segmentor
 
-BACKBONES: dict[str, type[nn.Module]] = {"point_transformer": PointTransformerSeg, "dgcnn": DGCNN}
+if TYPE_CHECKING:
+    from geot.config import Config
+
+__all__ = ["BACKBONES", "Outputs", "Segmentor", "build_model", "count_parameters"]
 
 
-def build_model(name: str, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Instantiate a backbone by name; unknown names list the choices."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
-    return BACKBONES[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
+def build_model(cfg: Config) -> Segmentor:
+    """The network a config describes: inputs from the data settings, classes from the label scheme."""
+    from geot.data.dataset import num_input_features
+    from geot.labels import NUM_CLASSES
+
+    backbone = BACKBONES.get_class(cfg.model.name)(in_channels=num_input_features(cfg.data.curvature),
+                                                   **cfg.model.args)
+    return Segmentor(backbone, NUM_CLASSES, cfg.model.dropout, cfg.model.offset_head)
 
 
 def count_parameters(model: nn.Module) -> int:

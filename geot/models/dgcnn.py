@@ -1,4 +1,4 @@
-"""DGCNN-style segmenter: EdgeConv layers over kNN graphs, a per-scan global feature, a point head.
+"""DGCNN-style backbone: EdgeConv layers over kNN graphs and a per-scan global feature, per-point features out.
 
 The lighter backbone. The first graph is built in 3D; with ``dynamic`` the later ones are rebuilt in
 feature space, as in the original DGCNN (slower on CPU).
@@ -9,18 +9,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 from torch_geometric.nn import EdgeConv, global_max_pool
 
 from geot import ops
-from geot.models.common import SegHead, mlp
+from geot.models.common import mlp
+from geot.models.registry import BACKBONES
 
 
+class DGCNNSettings(BaseModel):
+    """Arguments of the DGCNN backbone (``model.args``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    channels: list[int] = [64, 64, 128]   # width of each EdgeConv layer
+    global_channels: int = 512            # the per-scan feature
+    k: int = 16                           # neighbours per point
+    dynamic: bool = False                 # rebuild later graphs in feature space (slower on CPU)
+
+
+@BACKBONES.register
 class DGCNN(nn.Module):
     """EdgeConv x len(channels), concatenated, lifted to ``global_channels``, max-pooled per scan."""
 
-    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int] = (64, 64, 128),
-                 global_channels: int = 512, k: int = 16, dynamic: bool = False, dropout: float = 0.0) -> None:
+    name = "dgcnn"
+    Settings = DGCNNSettings
+
+    def __init__(self, in_channels: int, channels: Sequence[int] = (64, 64, 128), global_channels: int = 512,
+                 k: int = 16, dynamic: bool = False) -> None:
         super().__init__()
         self.k, self.dynamic = k, dynamic
         dims = [in_channels, *channels]
@@ -28,11 +44,10 @@ class DGCNN(nn.Module):
                                    for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.lift = mlp([sum(channels), global_channels])
         self.fuse = mlp([sum(channels) + global_channels, 256])
-        self.head = SegHead(256, num_classes, dropout)
         self.out_channels = 256
 
-    def forward(self, x: Tensor, pos: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """Return (logits, features) per point."""
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
+        """Per-point features (``out_channels`` each)."""
         edge_index = ops.knn_graph(pos, self.k, batch)
         outs = []
         for i, conv in enumerate(self.convs):
@@ -43,8 +58,7 @@ class DGCNN(nn.Module):
             outs.append(x)
         local = torch.cat(outs, dim=1)
         glob = global_max_pool(self.lift(local), batch)[batch]
-        feats = self.fuse(torch.cat([local, glob], dim=1))
-        return self.head(feats), feats
+        return self.fuse(torch.cat([local, glob], dim=1))
 
 
 def dense_edge_conv(conv: EdgeConv, x: Tensor, table: Tensor) -> Tensor:

@@ -8,14 +8,17 @@ the finer level; the decoder interpolates coarse features back (3-NN) and adds t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 from torch_geometric.nn import PointTransformerConv, global_max_pool
 from torch_geometric.utils import scatter
 
 from geot import ops
-from geot.models.common import SegHead, mlp
+from geot.models.common import mlp
+from geot.models.registry import BACKBONES
 
 
 class TransformerBlock(nn.Module):
@@ -89,12 +92,26 @@ class TransitionUp(nn.Module):
         return up + self.fine(x_fine)
 
 
-class PointTransformerSeg(nn.Module):
-    """U-Net of Point Transformer blocks; ``channels[i]`` is the width at level i."""
+class PointTransformerSettings(BaseModel):
+    """Arguments of the Point Transformer U-Net (``model.args``)."""
 
-    def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int] = (32, 64, 128, 256),
-                 k: int = 16, ratio: float = 0.25, sampling: str = "random", dropout: float = 0.0,
-                 global_context: bool = True) -> None:
+    model_config = ConfigDict(extra="forbid")
+    channels: list[int] = [32, 64, 128, 256]   # width of each level
+    k: int = 16                                # neighbours per point
+    ratio: float = 0.25                        # points kept per level
+    sampling: Literal["random", "fps"] = "random"
+    global_context: bool = True                # add a per-scan pooled feature at the bottleneck
+
+
+@BACKBONES.register
+class PointTransformer(nn.Module):
+    """U-Net of Point Transformer blocks; ``channels[i]`` is the width at level i; per-point features out."""
+
+    name = "point_transformer"
+    Settings = PointTransformerSettings
+
+    def __init__(self, in_channels: int, channels: Sequence[int] = (32, 64, 128, 256), k: int = 16,
+                 ratio: float = 0.25, sampling: str = "random", global_context: bool = True) -> None:
         super().__init__()
         if sampling not in ("random", "fps"):
             raise ValueError(f"sampling must be 'random' or 'fps', not {sampling!r}")
@@ -109,11 +126,10 @@ class PointTransformerSeg(nn.Module):
         self.context = mlp([channels[-1], channels[-1]]) if global_context else None
         self.up = nn.ModuleList(TransitionUp(c, c_prev) for c_prev, c in zip(channels[:-1], channels[1:], strict=False))
         self.dec = nn.ModuleList(TransformerBlock(c) for c in channels[:-1])
-        self.head = SegHead(channels[0], num_classes, dropout)
         self.out_channels = channels[0]
 
-    def forward(self, x: Tensor, pos: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """Return (logits, features) per point."""
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor) -> Tensor:
+        """Per-point features (``out_channels`` each)."""
         x = self.stem(x)
         levels = []
         for i, block in enumerate(self.enc):
@@ -130,4 +146,4 @@ class PointTransformerSeg(nn.Module):
             x = self.up[i](x, pos, batch, x_f, pos_f, batch_f)
             x = self.dec[i](x, pos_f, edge_f, table_f)
             pos, batch = pos_f, batch_f
-        return self.head(x), x
+        return x

@@ -1,7 +1,8 @@
 """Neighbour operations on flat-batched clouds (PyG layout: points of all scans stacked, ``batch`` ids).
 
 torch-cluster does the work when it is installed; a pure-torch fallback (chunked ``cdist`` + ``topk``)
-gives the same results more slowly. ``GEOT_NEIGHBORS=torch`` forces the fallback. Every other module
+gives the same results more slowly. ``GEOT_NEIGHBORS=torch`` forces the fallback; ``GEOT_DENSE=0`` turns off
+the dense neighbour tables (see :func:`dense_neighbours`). Every other module
 goes through these functions, so a change of library is a change here only.
 """
 
@@ -138,9 +139,10 @@ def dense_neighbours(query: Tensor, neighbour: Tensor, num_queries: int, k: int)
 
     kNN results list exactly ``k`` neighbours per query, grouped by query in order, unless a scan has
     fewer than ``k`` points. A regular list lets layers reduce over neighbours with ``reshape`` + dense
-    ops, which on CPU run several times faster than ``scatter`` over the edge list.
+    ops, which on CPU run several times faster than ``scatter`` over the edge list. ``GEOT_DENSE=0`` always
+    answers None, so layers take their scatter path (the training benchmark measures what dense tables gain).
     """
-    if len(query) != num_queries * k:
+    if len(query) != num_queries * k or os.environ.get("GEOT_DENSE", "1") == "0":
         return None
     expected = torch.arange(num_queries, device=query.device).repeat_interleave(k)
     return neighbour.view(num_queries, k) if torch.equal(query, expected) else None

@@ -21,7 +21,7 @@ from geot.addons.anomaly import (
 )
 from geot.addons.base import StepContext
 from geot.addons.common import normalise
-from geot.models import build_model
+from tests.conftest import tiny_model
 
 
 def test_energy_margin_loss_zero_inside_margins():
@@ -92,9 +92,10 @@ def test_residual_distance_zero_in_pool_and_translation_invariant():
 
 def test_explainers_on_a_tiny_model():
     torch.manual_seed(3)
-    model = build_model("dgcnn", 7, 17, channels=[8], global_channels=8, k=4)
+    model = tiny_model("dgcnn", channels=[8], global_channels=8, k=4)
     x, pos, batch = torch.randn(50, 7), torch.rand(50, 3), torch.zeros(50, dtype=torch.long)
-    logits, feats = model(x, pos, batch)
+    out = model(x, pos, batch)
+    logits, feats = out.logits, out.feats
     torch.testing.assert_close(EnergyExplainer()(model, x, pos, batch)["energy"], energy(logits).detach())
     # a tiny random model's features are all alike, so a lookup shares weight among near-copies: ~1e-3
     for explainer, tol in ((DictionaryLookupAnomaly(confidence=0.0), 1e-2), (ResidualFeatureAnomaly(confidence=0.0),

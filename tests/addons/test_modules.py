@@ -15,7 +15,7 @@ from geot.addons.metric import tooth_metric
 from geot.addons.pskd import ProgressiveSoftTargets
 from geot.addons.selectors import AdaptiveMarginSelector
 from geot.errors import ConfigError
-from geot.models import build_model
+from tests.conftest import tiny_model
 
 
 def context(p: int = 64, seed: int = 0, epoch: int = 0) -> StepContext:
@@ -103,11 +103,11 @@ def test_lego_entropy_and_dual_kl():
 
 def test_normgrad_identity_and_zero_activation():
     torch.manual_seed(0)
-    model = build_model("dgcnn", 7, 17, channels=[8], global_channels=8, k=4)
+    model = tiny_model("dgcnn", channels=[8], global_channels=8, k=4)
     x, pos = torch.randn(40, 7), torch.rand(40, 3)
     maps = NormGradSaliency()(model, x, pos, torch.zeros(40, dtype=torch.long))["saliency"]
     assert maps.shape == (40,) and (maps >= 0).all() and maps.sum() > 0
-    _, feats = model(x, pos, torch.zeros(40, dtype=torch.long))
+    feats = model(x, pos, torch.zeros(40, dtype=torch.long)).feats
     f = feats.detach().requires_grad_(True)
     logits = model.head(f)
     torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum").backward()
@@ -218,7 +218,7 @@ def test_registry_selftest_rules_explainers_selectors():
     _load_all()
     torch.manual_seed(0)
     probs = torch.softmax(torch.randn(300, 17) * 3, 1)
-    model = build_model("dgcnn", 7, 17, channels=[8], global_channels=8, k=4)
+    model = tiny_model("dgcnn", channels=[8], global_channels=8, k=4)
     x, pos, batch = torch.randn(60, 7), torch.rand(60, 3), torch.zeros(60, dtype=torch.long)
     kinds = set()
     for name, cls in REGISTRY.items():
@@ -238,15 +238,16 @@ def test_registry_selftest_rules_explainers_selectors():
 
 def test_objectives_average_with_target_weights():
     """Per-point weights set by filtering target transforms: weight 0 drops a point from every objective."""
-    from geot.config import GeoTConfig
-    from geot.method.objectives import GeoTObjective, MeanTeacherObjective, PseudoLabelObjective
+    from geot.method.fixmatch import FixMatch
+    from geot.method.geot import GeoT, GeoTSettings
+    from geot.method.mean_teacher import MeanTeacher
 
     torch.manual_seed(3)
     logits = torch.randn(40, 17)
     probs = torch.softmax(torch.randn(40, 17) * 4, 1)
     pos, batch = torch.rand(40, 3), torch.zeros(40, dtype=torch.long)
     keep = torch.arange(40) < 25
-    for objective in (MeanTeacherObjective(), PseudoLabelObjective(0.0), GeoTObjective(GeoTConfig(idtm=False))):
+    for objective in (MeanTeacher(), FixMatch(0.0), GeoT(GeoTSettings(idtm=False))):
         targets = objective.targets(probs)
         weighted, _ = objective(logits, probs, targets, pos, batch, weight=keep.float())
         subset, _ = objective(logits[keep], probs[keep], targets[keep], pos[keep], batch[keep])

@@ -20,7 +20,7 @@ from geot.data.synth import write_synthetic_dataset
 from geot.engine.predict import Segmenter
 from geot.engine.train import train
 from geot.io.teeth3ds import find_scans, read_scan
-from geot.models import build_model
+from tests.conftest import tiny_model
 from tests.engine.test_train import TINY, read_log
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -57,13 +57,13 @@ def test_model_output_and_gradients_match_cpu(sphere_scan, name, kwargs):
     ds = ScanDataset([prepare(sphere_scan)] * 2, num_points=256, augment=WEAK)
     batch = Batch.from_data_list([ds.sample(0, (0, 0)), ds.sample(1, (0, 1))])
     torch.manual_seed(0)
-    cpu_model = build_model(name, 7, 17, **kwargs)
-    gpu_model = build_model(name, 7, 17, **kwargs).to(CUDA)
+    cpu_model = tiny_model(name, **kwargs)
+    gpu_model = tiny_model(name, **kwargs).to(CUDA)
     gpu_model.load_state_dict(cpu_model.state_dict())
     results = []
     for model, device in ((cpu_model, "cpu"), (gpu_model, CUDA)):
         b = batch.to(device)
-        logits = model(b.x, b.pos, b.batch)[0]
+        logits = model(b.x, b.pos, b.batch).logits
         torch.nn.functional.cross_entropy(logits, b.y).backward()
         results.append((logits.detach().cpu(), next(model.parameters()).grad.cpu()))
     (ref, ref_grad), (out, grad) = results

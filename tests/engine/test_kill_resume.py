@@ -15,8 +15,9 @@ import torch
 from geot.engine.checkpoint import load_checkpoint
 from tests.engine.test_train import read_log
 
-ARGS = ["--set", "data.num_points=256", "--set", "data.labelled_fraction=0.5", "--set", "model.channels=[16,32]",
-        "--set", "model.k=8", "--set", "optim.steps_per_epoch=4", "--set", "optim.epochs=5",
+ARGS = ["--set", "data.num_points=256", "--set", "data.labelled_fraction=0.5",
+        "--set", "model.args.channels=[16,32]",
+        "--set", "model.args.k=8", "--set", "optim.steps_per_epoch=4", "--set", "optim.epochs=5",
         "--set", "semi.warmup_epochs=1", "--set", "semi.rampup_epochs=1", "--set", "geot.plgr_k=4",
         "--set", "val_every=2", "--method", "geot", "--no-progress",
         "--set", "device=cpu"]  # bitwise equality is a CPU property: CUDA's atomic adds sum in varying order
@@ -57,7 +58,7 @@ def test_sigkill_then_resume(tmp_path):
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(out / "checkpoints" / "last.pt")
     assert a["epoch"] == b["epoch"] == 4
-    for part in ("model", "teacher", "objective"):
+    for part in ("model", "teacher", "method"):
         for key, value in a[part].items():
             assert torch.equal(value, b[part][key]), (part, key)
     assert not list((out / "checkpoints").glob("*.tmp"))

@@ -17,7 +17,7 @@ from geot.engine.train import draws, rampup, train
 from geot.errors import GeotError
 
 TINY = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.25, "data.test_fraction": 0.0,
-        "model.channels": [16, 32], "model.k": 8, "optim.steps_per_epoch": 3, "optim.epochs": 4,
+        "model.args": {"channels": [16, 32], "k": 8}, "optim.steps_per_epoch": 3, "optim.epochs": 4,
         "optim.lr": 0.01, "semi.warmup_epochs": 1, "semi.rampup_epochs": 1, "geot.plgr_k": 4, "val_every": 2}
 
 
@@ -73,7 +73,7 @@ def test_resume_equals_uninterrupted(jaws, tmp_path, method, modules):
     train(cfg, data, tmp_path / "split", progress=False, resume=True)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
-    for part in ("model", "teacher", "objective", "addons", "anchor"):
+    for part in ("model", "teacher", "method", "modules", "frozen"):
         if a[part] is None:
             continue
         for key, value in a[part].items():
@@ -82,8 +82,8 @@ def test_resume_equals_uninterrupted(jaws, tmp_path, method, modules):
     assert [r["epoch"] for r in rows_b] == [r["epoch"] for r in rows_a]
     assert "unsup_weight" in rows_a[-1]  # the semi-supervised part ran
     if modules:
-        assert "elr/agreement" in rows_a[-1] and a["addons"]["all.0.memory.seen"].any()
-    assert (a["anchor"] is not None) == any(m["name"] in ("cr_kd", "rcal") for m in modules)
+        assert "elr/agreement" in rows_a[-1] and a["modules"]["all.0.memory.seen"].any()
+    assert (a["frozen"] is not None) == any(m["name"] in ("cr_kd", "rcal") for m in modules)
 
 
 def test_draws_cover_and_repeat():

@@ -1,10 +1,9 @@
 import torch
 import torch.nn.functional as F
 
-from geot.config import GeoTConfig
+from geot.method.geot import GeoT, GeoTSettings
 from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix, posterior_confusion
 from geot.method.losses import corrected_nll, poly1_focal
-from geot.method.objectives import GeoTObjective
 
 
 def test_head_rows_are_stochastic_both_projections():
@@ -86,14 +85,14 @@ def test_geot_objective_gradients_and_ablation():
     batch = torch.zeros(200, dtype=torch.long)
     logits = torch.randn(200, 17, requires_grad=True)
     q = torch.softmax(torch.randn(200, 17) * 3, 1)
-    obj = GeoTObjective(GeoTConfig(plgr_k=8))
+    obj = GeoT(GeoTSettings(plgr_k=8))
     loss, logs = obj(logits, q, obj.targets(q), pos, batch)
     loss.backward()
     assert torch.isfinite(loss) and {"pseudo", "plgr", "diag"} <= logs.keys()
     assert logits.grad.abs().sum() > 0
     assert obj.head.weight_p.grad.abs().sum() > 0 and obj.prior.raw_sigma.grad.abs().sum() > 0
     assert not torch.allclose(obj.state.transition, torch.eye(17))  # the class-level EMA moved
-    plain = GeoTObjective(GeoTConfig(idtm=False))
+    plain = GeoT(GeoTSettings(idtm=False))
     loss_plain, _ = plain(logits, q, plain.targets(q), pos, batch)
     torch.testing.assert_close(loss_plain, F.cross_entropy(logits, q.argmax(1)))
 
@@ -103,11 +102,11 @@ def test_geot_soft_targets_are_the_teacher_posteriors():
     logits = torch.randn(50, 17)
     q = torch.softmax(torch.randn(50, 17) * 2, 1)
     pos, batch = torch.rand(50, 3), torch.zeros(50, dtype=torch.long)
-    soft = GeoTObjective(GeoTConfig(soft_targets=True, idtm=False))
+    soft = GeoT(GeoTSettings(soft_targets=True, idtm=False))
     torch.testing.assert_close(soft.targets(q), q)
     loss, _ = soft(logits, q, soft.targets(q), pos, batch)
     torch.testing.assert_close(loss, -(q * torch.log_softmax(logits, 1)).sum(1).mean())
-    hard = GeoTObjective(GeoTConfig(idtm=False))
+    hard = GeoT(GeoTSettings(idtm=False))
     assert hard.targets(q).max(1).values.eq(1).all()  # default: one-hot argmax, as the paper trains
 
 
@@ -142,7 +141,7 @@ def test_posterior_estimate_keeps_the_noise_that_anchors_lose():
     batch = torch.zeros(len(q), dtype=torch.long)
     diag = {}
     for estimate in ("anchor", "posterior"):
-        obj = GeoTObjective(GeoTConfig(class_estimate=estimate, class_ema=0.5, plgr_weight=0.0))
+        obj = GeoT(GeoTSettings(class_estimate=estimate, class_ema=0.5, plgr_weight=0.0))
         for _ in range(10):
             obj(logits, q17, obj.targets(q17), pos, batch)
         diag[estimate] = torch.diagonal(obj.state.transition)[1:3].mean().item()

@@ -2,9 +2,12 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+from geot.config import load_config
 from geot.data.augment import WEAK
 from geot.data.dataset import ScanDataset, prepare
-from geot.models import build_model, count_parameters
+from geot.errors import ConfigError
+from geot.models import count_parameters
+from tests.conftest import tiny_model
 
 CONFIGS = [("point_transformer", {"channels": [16, 32, 64], "k": 8}),
            ("point_transformer", {"channels": [16, 32], "k": 8, "sampling": "fps"}),
@@ -20,14 +23,15 @@ def batch(sphere_scan):
 @pytest.mark.parametrize("name, kwargs", CONFIGS)
 def test_forward_shapes_and_overfit(batch, name, kwargs):
     torch.manual_seed(0)
-    model = build_model(name, 7, 17, **kwargs)
+    model = tiny_model(name, **kwargs)
     assert count_parameters(model) > 0
-    logits, feats = model(batch.x, batch.pos, batch.batch)
+    out = model(batch.x, batch.pos, batch.batch)
+    logits, feats = out.logits, out.feats
     assert logits.shape == (len(batch.x), 17) and feats.shape[0] == len(batch.x)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
-        loss = torch.nn.functional.cross_entropy(model(batch.x, batch.pos, batch.batch)[0], batch.y)
+        loss = torch.nn.functional.cross_entropy(model(batch.x, batch.pos, batch.batch).logits, batch.y)
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
@@ -39,18 +43,20 @@ def test_forward_shapes_and_overfit(batch, name, kwargs):
 def test_scans_do_not_influence_each_other(batch, name, kwargs):
     """Per-point normalisation: a scan's output is the same alone or batched, in train and eval mode."""
     torch.manual_seed(0)
-    model = build_model(name, 7, 17, **kwargs)
+    model = tiny_model(name, **kwargs)
     first = batch.batch == 0
     for mode in (model.train, model.eval):
         mode()
-        together = model(batch.x, batch.pos, batch.batch)[0][first]
-        alone = model(batch.x[first], batch.pos[first], batch.batch[first])[0]
+        together = model(batch.x, batch.pos, batch.batch).logits[first]
+        alone = model(batch.x[first], batch.pos[first], batch.batch[first]).logits
         torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
 
 
-def test_unknown_backbone():
-    with pytest.raises(ValueError, match="unknown backbone"):
-        build_model("pointnet9", 7, 17)
+def test_unknown_backbone_and_arguments():
+    with pytest.raises(ConfigError, match="unknown backbone 'pointnet9'; available: dgcnn, point_transformer"):
+        load_config(overrides={"model.name": "pointnet9"})
+    with pytest.raises(ConfigError, match="model.args \\(dgcnn\\).ratio"):
+        load_config(overrides={"model.name": "dgcnn", "model.args.ratio": 0.5})
 
 
 @pytest.mark.parametrize("name, kwargs", [("point_transformer", {"channels": [16, 32, 64], "sampling": "random"}),
@@ -60,24 +66,22 @@ def test_dense_neighbour_path_equals_the_scatter_path(batch, name, kwargs, monke
     """The backbones reduce over regular kNN tables with dense ops; PyG's scatter layers are the
     reference: same outputs and gradients, same parameters (so checkpoints load in either)."""
     from geot import ops
-    from geot.ops import neighbors
 
     torch.manual_seed(0)
-    model = build_model(name, 7, 17, k=8, **kwargs)
+    model = tiny_model(name, k=8, **kwargs)
 
     def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad()
-        logits = model(batch.x, batch.pos, batch.batch)[0]
+        logits = model(batch.x, batch.pos, batch.batch).logits
         (logits.square().mean()).backward()
         return logits.detach(), [p.grad.clone() for p in model.parameters()]
 
     dense, dense_grads = run()
     with monkeypatch.context() as m:
-        calls = []
-        m.setattr(ops, "dense_neighbours", lambda *a: calls.append(1))
-        m.setattr(neighbors, "dense_neighbours", lambda *a: calls.append(1))
+        m.setenv("GEOT_DENSE", "0")  # layers reduce with PyG's scatters
+        table = ops.dense_neighbours(*ops.knn(batch.pos, batch.pos, 8, batch.batch, batch.batch), len(batch.pos), 8)
+        assert table is None, "the scatter path would not be taken"
         sparse, sparse_grads = run()
-    assert calls, "the scatter path was not taken"
     assert ops.dense_neighbours(*ops.knn(batch.pos, batch.pos, 8, batch.batch, batch.batch), len(batch.pos), 8) \
         is not None
     torch.testing.assert_close(dense, sparse, atol=1e-5, rtol=1e-4)

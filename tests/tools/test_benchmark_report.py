@@ -44,21 +44,6 @@ def test_plot_writes_png(bench, tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_set_values_parse_as_json_or_stay_words(bench):
-    assert bench.parse_value("180") == 180 and bench.parse_value("true") is True
-    assert bench.parse_value('[{"name": "elr"}]') == [{"name": "elr"}]
-    assert bench.parse_value("fixmatch") == "fixmatch" and bench.parse_value("false") is False
-    assert bench.parse_value(0.2) == 0.2
-
-
-def test_resumed_run_time_sums_every_logged_epoch(bench, tmp_path):
-    # A run interrupted after epoch 2 and resumed logs epochs 3-4 in the same file; its wall time is all four.
-    log = tmp_path / "log.csv"
-    log.write_text("epoch,loss,seconds,val_miou\n1,2.0,10.5,\n2,1.5,11.0,0.3\n3,1.2,9.5,\n4,1.0,12.0,0.4\n")
-    assert sum(bench.logged_column(log, "seconds")) == pytest.approx(43.0)
-    assert bench.logged_column(log, "val_miou") == [0.3, 0.4]          # epochs without validation are skipped
-
-
 def test_plot_series_split_by_training_length_and_share_the_supervised_100_point(bench):
     module_row = row("geot+pskd", 0.2, 0, 0.9)
     module_row["overrides"] = {"modules": [{"name": "pskd"}]}
@@ -72,24 +57,6 @@ def test_plot_series_split_by_training_length_and_share_the_supervised_100_point
     assert series[("geot", 180)] == {0.2: [0.75], 1.0: [0.72]}         # ... and 180 ep for the 180-ep line
     assert bench.target_reference(rows) == (360, pytest.approx(0.79))  # the longest-trained reference
     assert bench.target_reference(rows[:1]) is None
-
-
-def test_class_level_diagonals_measured_and_estimated(bench):
-    import numpy as np
-
-    # Scan 1: two sure points per class, then one torn point truly class 1 that the teacher labels 0.
-    probs = np.array([[0.99, 0.01], [0.98, 0.02], [0.01, 0.99], [0.02, 0.98], [0.6, 0.4]])
-    truth = np.array([0, 0, 1, 1, 1])
-    probs, truth = np.repeat(probs, 10, 0), np.repeat(truth, 10)  # 10x: enough belief mass
-    confusion = np.zeros((2, 2), dtype=np.int64)
-    np.add.at(confusion, (truth, probs.argmax(1)), 1)
-    out = bench.class_level_diagonals([probs], confusion)
-    assert out["measured"] == (1.0 + 2 / 3) / 2                   # class 1: 2 of 3 labels right
-    assert out["anchor estimate"] == pytest.approx(0.99)         # the sure points: no noise seen
-    joint = np.array([[0.99 + 0.98 + 0.6, 0.03], [0.01 + 0.02 + 0.4, 0.99 + 0.98]])
-    expected = (joint[0, 0] / joint[0].sum() + joint[1, 1] / joint[1].sum()) / 2
-    assert out["posterior estimate"] == pytest.approx(expected)  # below the anchors' diagonal
-    assert out["posterior estimate"] < out["anchor estimate"]
 
 
 def test_gpu_rows_stay_out_of_the_cpu_small_plot_and_say_their_hardware(bench):
@@ -124,34 +91,6 @@ def test_put_row_replaces_a_rerun_and_keeps_the_rest(bench, tmp_path, monkeypatc
     bench.put_row("accuracy", {"name": "b", "miou": 0.2}, key="name")
     bench.put_row("accuracy", {"name": "a", "miou": 0.3}, key="name")
     assert bench.load_rows("accuracy") == [{"name": "b", "miou": 0.2}, {"name": "a", "miou": 0.3}]
-    assert bench.parse_overrides(["optim.epochs=36", "model.sampling=random"]) == {
-        "optim.epochs": 36, "model.sampling": "random"}
-
-
-def test_multi_view_accuracy_averages_views_of_the_same_points(bench):
-    import torch
-
-    from geot.config import load_config
-    from geot.data.dataset import ScanDataset, prepare
-    from geot.data.synth import synth_jaw
-
-    cfg = load_config(overrides={"data.num_points": 512})
-    scans = [prepare(synth_jaw(jaw, 5, resolution=0.25)) for jaw in ("lower", "upper")]
-    truth = ScanDataset(scans, 512, use_curvature=False, seed=cfg.seed)
-    calls = []
-
-    def teacher(x, pos, batch):
-        """Knows the right labels in sample order (so it needs the same points in every view) plus noise
-        that changes with each view's augmentation; the mean of views cancels the noise."""
-        scan = len(calls) // 8
-        calls.append(pos)
-        right = torch.nn.functional.one_hot(truth.sample(scan, (0, scan)).y, 17).float()
-        return right + 2.0 * torch.sin(1e4 * pos.sum(1, keepdim=True) + torch.arange(17.0)), None
-
-    out = bench.multi_view_accuracy(teacher, scans, cfg, views=8)
-    assert list(out) == ["1 view", "2 views", "4 views", "8 views"]
-    assert out["1 view"] < out["2 views"] < out["4 views"] < out["8 views"] <= 1.0
-    assert not torch.equal(calls[0], calls[1])  # each view is augmented afresh
 
 
 def test_inference_table_keeps_the_latest_run_per_machine_and_device(bench):

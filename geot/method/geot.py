@@ -1,0 +1,120 @@
+"""GeoT (Yu et al., IPMI 2025): pseudo labels explained through per-point noise-transition matrices.
+
+The student's clean posterior ``p`` is pushed through ``T_i = (1 - w) T_class + w T_ins(i)`` before it meets
+the teacher's pseudo label; PLGR pulls the instance matrices of nearby points together, CLGS blends the
+class-level matrix with a prior of confusions along the dental arch. The ``reference`` switches restore the
+public code's behaviour where geot departs from it (DEVELOPERS.md).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from geot.method.base import METHODS, Method
+from geot.method.clgs import ArchPrior, row_normalise
+from geot.method.idtm import ClassLevelState, IDTMHead, anchor_matrix, posterior_confusion
+from geot.method.losses import corrected_nll, masked_mean, poly1_focal, soft_cross_entropy
+from geot.method.plgr import plgr_loss
+
+if TYPE_CHECKING:
+    from geot.config import Config
+
+
+class GeoTSettings(BaseModel):
+    """The ``geot:`` config section: GeoT's noise model and the switches back to the reference code."""
+
+    model_config = ConfigDict(extra="forbid")
+    idtm: bool = True                 # False: pseudo labels used as clean (the "without IDTM" ablation)
+    soft_targets: bool = False        # True: the teacher's posteriors as targets instead of its argmax
+    correction: Literal["probs", "logits"] = "probs"   # T^T p on probabilities (fix) or on logits (reference)
+    instance_weight: float = 0.1      # 1 - lambda: share of the instance matrix in T_i
+    class_estimate: Literal["anchor", "posterior"] = "anchor"  # class-level estimate (DEVELOPERS.md, beyond the paper)
+    class_ema: float = 0.99           # EMA decay of the class-level matrix (per step)
+    anchor_confidence: float = 0.5    # update a class's row only if its anchor is this confident (reference: 0)
+    class_mean: Literal["class_mean", "reference_bug"] = "class_mean"
+    plgr_weight: float = 0.1
+    plgr_k: int = 16
+    plgr_sigma: float = 1.0           # Gaussian width in units of the scan's median neighbour distance
+    plgr_sigma_absolute: bool = False  # reference: sigma in unit-sphere units (weights ~1)
+    clgs_weight: float = 0.1          # share of the arch prior in the class-level matrix (reference ~1e-6)
+    clgs_sigma: float = 0.4           # initial width of each class's arch Gaussian, in arch positions
+    sigma_softplus: bool = True       # keep sigma positive (reference: raw parameter)
+    rownorm_bug: bool = False         # reference's column-by-rowsum division
+
+
+@METHODS.register
+class GeoT(Method):
+    """Pseudo labels from an EMA teacher, learnt through per-point transition matrices (PLGR, CLGS)."""
+
+    name = "geot"
+    Settings = GeoTSettings
+    needs_teacher = True
+
+    def __init__(self, cfg: GeoTSettings | None = None, threshold: float = 0.0) -> None:
+        super().__init__()
+        cfg = cfg or GeoTSettings()
+        self.cfg, self.threshold = cfg, threshold
+        # the paper trains on hard pseudo labels; soft ones keep the teacher's doubt between arch neighbours
+        self.hard_targets = not cfg.soft_targets
+        self.head = IDTMHead(projection="softmax" if cfg.correction == "probs" else "clamp")
+        self.prior = ArchPrior(cfg.clgs_sigma, cfg.sigma_softplus, reference_bug=cfg.rownorm_bug)
+        self.state = ClassLevelState()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> GeoT:
+        return cls(cfg.section("geot"), cfg.semi.threshold or 0.0)
+
+    def labelled_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy, after refreshing the class-mean conditioning from the (clean) labelled batch."""
+        self.state.update_class_means(torch.softmax(logits.detach(), dim=1), labels, self.cfg.class_ema,
+                                      reference_bug=self.cfg.class_mean == "reference_bug")
+        return super().labelled_loss(logits, labels)
+
+    def class_level(self) -> Tensor:
+        """Class-level matrix: EMA of per-batch estimates blended with the arch prior (CLGS)."""
+        w = self.cfg.clgs_weight
+        base = self.state.transition.clone()
+        if w == 0:
+            return base
+        return row_normalise((1 - w) * base + w * self.prior(), self.cfg.rownorm_bug)
+
+    def forward(self, logits: Tensor, probs_weak: Tensor, targets: Tensor, raw_pos: Tensor,
+                batch: Tensor, weight: Tensor | None = None) -> tuple[Tensor, dict]:
+        cfg = self.cfg
+        conf = probs_weak.max(dim=1).values
+        pseudo = targets.argmax(dim=1)
+        mask = (conf >= self.threshold).to(logits.dtype) if self.threshold > 0 else None
+        if weight is not None:
+            mask = weight.to(logits.dtype) if mask is None else mask * weight
+        probs = torch.softmax(logits, dim=1)
+        if not cfg.idtm:
+            loss = masked_mean(soft_cross_entropy(logits, targets), mask)
+            return loss, {"pseudo": loss.item()}
+        t_ins = self.head(probs.detach(), self.state.class_means)
+        w = cfg.instance_weight
+        t = row_normalise((1 - w) * self.class_level()[None] + w * t_ins)
+        if cfg.correction == "probs":
+            noisy = corrected_nll(probs, t, targets)
+        else:  # reference: logits mixed by T, then a sigmoid focal loss
+            noisy = poly1_focal(torch.einsum("pa,pab->pb", logits, t), pseudo)
+        loss = masked_mean(noisy, mask)
+        logs = {"pseudo": loss.item()}
+        if cfg.plgr_weight > 0:
+            reg = plgr_loss(t_ins, pseudo, raw_pos, batch, cfg.plgr_k, cfg.plgr_sigma, cfg.plgr_sigma_absolute)
+            loss = loss + cfg.plgr_weight * reg
+            logs["plgr"] = reg.item()
+        with torch.no_grad():
+            if cfg.class_estimate == "posterior":
+                estimate, trusted = posterior_confusion(probs_weak, pseudo, mask)
+            else:
+                estimate, trusted = anchor_matrix(probs_weak, cfg.anchor_confidence)
+            self.state.update_transition(estimate, cfg.class_ema, cfg.rownorm_bug, rows=trusted)
+            # expected chance that a point's label is clean under its own matrix: sum_a p_a T_aa
+            logs["diag"] = (probs * torch.diagonal(t, dim1=1, dim2=2)).sum(1).mean().item()
+        return loss, logs
+
+
