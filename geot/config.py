@@ -61,6 +61,14 @@ class ModelConfig(_Strict):
         return self
 
 
+class LossConfig(_Strict):
+    """Terms of the loss on labelled scans besides the method's own (cross-entropy by default)."""
+
+    dice_weight: float = 0.0          # soft Dice over the classes of each scan: small and rare teeth count
+    offset_weight: float = 10.0       # L1 of offsets to tooth centroids (with model.offset_head); offsets are in
+                                      # unit-sphere units, about 0.05 per tooth radius, so 10 puts the term near CE
+
+
 class AugmentConfig(_Strict):
     labelled: Augment = WEAK
     weak: Augment = WEAK               # the teacher's view of unlabelled scans
@@ -111,6 +119,7 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
     semi: SemiConfig = Field(default_factory=SemiConfig)
     modules: list[dict[str, Any]] = Field(default_factory=list)   # auxiliary modules (docs/modules.md)
 

@@ -39,8 +39,9 @@ from geot.errors import GeotError
 from geot.io.atomic import atomic_write
 from geot.labels import NUM_CLASSES
 from geot.method import Method, build_method
+from geot.method.losses import offset_loss, soft_dice
 from geot.metrics import segmentation_metrics
-from geot.models import Segmentor, build_model, count_parameters
+from geot.models import Outputs, Segmentor, build_model, count_parameters
 
 
 def draws(n: int, count: int, seed: int, epoch: int, stream: int) -> list[int]:
@@ -229,6 +230,9 @@ class Trainer:
         y = torch.cat([d.y for d in lab]).to(device)
         loss = method.labelled_loss(logits[:n_lab], y)
         logs = {"sup": loss.item()}
+        for name, weight, term in self._labelled_terms(out, student, y, n_lab):
+            loss = loss + weight * term
+            logs[name] = term.item()
         ctx = StepContext(epoch, step, cfg.optim.epochs, logits_lab=logits[:n_lab], labels=y, feats_lab=feats[:n_lab],
                           head=state.model.head)
         if unl_batch is not None:
@@ -254,6 +258,17 @@ class Trainer:
             state.teacher.update_parameters(state.model)
         logs["loss"] = loss.item()
         return logs
+
+    def _labelled_terms(self, out: Outputs, student: Batch, y: torch.Tensor, n_lab: int
+                        ) -> list[tuple[str, float, torch.Tensor]]:
+        """(name, weight, value) of the configured loss terms on labelled points besides the method's."""
+        cfg, terms = self.cfg.loss, []
+        if cfg.dice_weight > 0:
+            terms.append(("dice", cfg.dice_weight, soft_dice(out.logits[:n_lab], y, student.batch[:n_lab])))
+        if out.offsets is not None and cfg.offset_weight > 0:
+            terms.append(("offset", cfg.offset_weight,
+                          offset_loss(out.offsets[:n_lab], student.pos[:n_lab], y, student.batch[:n_lab])))
+        return terms
 
     def _unlabelled_loss(self, ctx: StepContext, unl: Batch, student: Batch, logits: torch.Tensor,
                          feats: torch.Tensor, n_lab: int) -> tuple[torch.Tensor, dict[str, float]]:

@@ -41,3 +41,40 @@ def corrected_nll(probs: Tensor, transition: Tensor, target: Tensor, eps: float 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Per-point ``-sum_c t_c log softmax(z)_c`` (equals cross-entropy for one-hot targets)."""
     return -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)
+
+
+def soft_dice(logits: Tensor, labels: Tensor, batch: Tensor, eps: float = 1.0) -> Tensor:
+    """Mean over the (scan, class) pairs present in the labels of ``1 - 2|p y| / (|p| + |y|)``.
+
+    Beside cross-entropy it weighs each tooth by its overlap, not by its points, so small and rare teeth
+    (incisors, third molars) count as much as molars and gingiva (Milletari et al., 3DV 2016).
+    """
+    c = logits.shape[1]
+    probs = torch.softmax(logits, dim=1)
+    scans = int(batch.max()) + 1 if len(batch) else 0
+    onehot = F.one_hot(labels, c).to(probs.dtype)
+    inter = torch.zeros(scans, c, dtype=probs.dtype, device=probs.device).index_add_(0, batch, probs * onehot)
+    p_sum = torch.zeros_like(inter).index_add_(0, batch, probs)
+    y_sum = torch.zeros_like(inter).index_add_(0, batch, onehot)
+    present = y_sum > 0
+    dice = (2 * inter + eps) / (p_sum + y_sum + eps)
+    return (1 - dice[present]).mean() if present.any() else logits.sum() * 0
+
+
+def centroid_offsets(pos: Tensor, labels: Tensor, batch: Tensor) -> Tensor:
+    """(P, 3) vector from each point to the centroid of its class in its scan (one tooth per class and jaw)."""
+    c = int(labels.max()) + 1 if len(labels) else 1
+    key = batch * c + labels
+    sums = torch.zeros(int(key.max()) + 1 if len(key) else 0, 3, dtype=pos.dtype, device=pos.device)
+    sums.index_add_(0, key, pos)
+    counts = torch.bincount(key, minlength=len(sums)).clamp(min=1).to(pos.dtype)
+    return sums[key] / counts[key, None] - pos
+
+
+def offset_loss(offsets: Tensor, pos: Tensor, labels: Tensor, batch: Tensor, gingiva: int = 0) -> Tensor:
+    """Mean L1 distance between predicted and true offsets to the tooth centroid, over tooth points."""
+    teeth = labels != gingiva
+    if not teeth.any():
+        return offsets.sum() * 0
+    target = centroid_offsets(pos, labels, batch)
+    return (offsets[teeth] - target[teeth]).abs().sum(dim=1).mean()
