@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from geot import labels as fdi
-from geot.addons.base import build as build_addon
 from geot.config import Config
 from geot.data.dataset import num_input_features, prepare
 from geot.engine.inference import resolve_device, segment
@@ -20,6 +19,7 @@ from geot.io.mesh import write_labelled_mesh
 from geot.io.scan import Scan
 from geot.io.teeth3ds import ScanFiles, instances_from_labels, read_scan, write_labels
 from geot.models import build_model
+from geot.modules import build_module as build_addon
 
 
 @dataclass(frozen=True)

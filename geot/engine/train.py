@@ -27,7 +27,6 @@ from torch_geometric.data import Batch, Data
 
 from geot import __version__
 from geot import distributed as dist
-from geot.addons import StepContext, build_addons
 from geot.config import Config, config_dict, save_config
 from geot.data.dataset import PreparedScan, ScanDataset, num_input_features
 from geot.data.sources import TrainData
@@ -39,6 +38,7 @@ from geot.labels import NUM_CLASSES
 from geot.method.objectives import GeoTObjective, build_objective
 from geot.metrics import segmentation_metrics
 from geot.models import build_model, count_parameters
+from geot.modules import FrozenPart, LabelledPart, StepContext, UnlabelledPart, build_modules
 
 
 def draws(n: int, count: int, seed: int, epoch: int, stream: int) -> list[int]:
@@ -92,10 +92,11 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
                         **cfg.model.kwargs()).to(device)
     objective = build_objective(semi, cfg.geot)
     objective = objective.to(device) if objective is not None else None
-    addons = build_addons(cfg.modules, feat_dim=model.out_channels).to(device)  # optional modules (docs/modules.md)
-    weak_student = any(getattr(m, "needs_weak_student", False) for m in addons.all)
-    needs_anchor = any(getattr(m, "needs_anchor", False) for m in addons.all)
-    anchor = None  # frozen copy of the student from when unlabelled scans join, for modules that ask
+    # optional modules (docs/modules.md)
+    addons = build_modules(cfg.modules, num_classes=NUM_CLASSES, feat_dim=model.out_channels).to(device)
+    weak_student = addons.needs_weak_student
+    needs_anchor = addons.needs_frozen_student
+    anchor = None  # the frozen student: a copy taken when unlabelled scans join, for modules that ask
     net = DistributedDataParallel(model) if world > 1 else model  # the student, gradients averaged
     teacher = None
     if semi.method in ("mean_teacher", "geot"):
@@ -175,29 +176,26 @@ def train(cfg: Config, data: TrainData, out: Path, resume: bool = False, progres
             logs = {"sup": loss.item()}
             if isinstance(objective, GeoTObjective):
                 objective.observe_labelled(logits[:n_lab], y)
-            ctx = StepContext(epoch, step, opt.epochs, logits_lab=logits[:n_lab], labels=y, feats_lab=feats[:n_lab],
-                              head=model.head)
+            ctx = StepContext(epoch, step, opt.epochs, head=model.head,
+                              lab=LabelledPart(logits[:n_lab], y, feats[:n_lab]))
             if unl is not None:
                 with torch.no_grad():
                     source = teacher.module if teacher is not None else model
-                    logits_weak, ctx.feats_teacher = source(unl.x, unl.pos, unl.batch)
+                    logits_weak, feats_teacher = source(unl.x, unl.pos, unl.batch)
                     probs_weak = torch.softmax(logits_weak, dim=1)
                 n_unl = len(unl.pos)
-                ctx.logits, ctx.feats = logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl]
-                ctx.probs_teacher = probs_weak
+                ctx.unl = UnlabelledPart(
+                    logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl], probs_weak, feats_teacher,
+                    point_index=torch.stack([unl.scan[unl.batch], unl.vertex], dim=1), pos=unl.raw_pos,
+                    batch=unl.batch, logits_weak=logits[n_lab + n_unl:] if weak_student else None)
                 if anchor is not None:
                     with torch.no_grad():
                         anchor_logits, anchor_feats = anchor(student.x, student.pos, student.batch)
-                    ctx.logits_anchor = anchor_logits[n_lab:n_lab + n_unl]
-                    ctx.feats_anchor = anchor_feats[n_lab:n_lab + n_unl]
-                    ctx.feats_anchor_lab = anchor_feats[:n_lab]
-                if weak_student:
-                    ctx.extras["logits_weak"] = logits[n_lab + n_unl:]
-                ctx.point_index = torch.stack([unl.scan[unl.batch], unl.vertex], dim=1)
-                ctx.pos, ctx.batch = unl.raw_pos, unl.batch
+                    ctx.frozen = FrozenPart(anchor_logits[n_lab:n_lab + n_unl], anchor_feats[n_lab:n_lab + n_unl],
+                                            anchor_feats[:n_lab])
                 with torch.no_grad():
                     targets = addons.targets(ctx, objective.targets(probs_weak))
-                unsup, unsup_logs = objective(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch,
+                unsup, unsup_logs = objective(ctx.unl.logits, probs_weak, targets, unl.raw_pos, unl.batch,
                                               weight=ctx.target_weight)
                 ctx.ramp = rampup(epoch - semi.warmup_epochs + step / opt.steps_per_epoch, semi.rampup_epochs)
                 weight = semi.unsup_weight * ctx.ramp
