@@ -307,6 +307,27 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for everything the demo 
     run_demo(out, minutes, console)
 
 
+@app.command("modules")
+def list_modules() -> None:
+    """List the auxiliary modules by kind: the names a config's ``modules:`` list and --rule accept."""
+    import inspect
+
+    from rich.table import Column
+    from rich.text import Text
+
+    from geot.modules import KINDS, MODULES
+
+    def summary(cls: type) -> Text:  # first line of the docstring, shown as written (no markup)
+        return Text(inspect.getdoc(cls).splitlines()[0])
+
+    for kind, interface in KINDS.items():
+        table = Table(Column("name", no_wrap=True), "what it does", title=Text(f"{kind}: ") + summary(interface),
+                      title_justify="left")
+        for name in sorted(n for n, cls in MODULES.items() if cls.kind == kind):
+            table.add_row(name, summary(MODULES[name]))
+        console.print(table)
+
+
 def main() -> None:
     """Entry point: user errors become one red line and exit code 2, not a traceback."""
     try:

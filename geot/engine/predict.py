@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from geot import labels as fdi
-from geot.addons.base import build as build_addon
 from geot.config import Config
 from geot.data.dataset import prepare
 from geot.engine.inference import resolve_device, segment
@@ -20,6 +19,7 @@ from geot.io.mesh import write_labelled_mesh
 from geot.io.scan import Scan
 from geot.io.teeth3ds import ScanFiles, instances_from_labels, read_scan, write_labels
 from geot.models import build_model
+from geot.modules import build_module
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Segmenter:
         self.model, self.cfg, self.device = model.to(device).eval(), cfg, device
         self.source = source  # where it was loaded from (parallel workers reload it)
         self.rule_name = rule
-        self.rule = build_addon({"name": rule}).to(device) if rule else None  # default: argmax
+        self.rule = build_module({"name": rule}).to(device) if rule else None  # default: argmax
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", rule: str | None = None,
@@ -106,7 +106,7 @@ class Segmenter:
         batch = torch.zeros(len(data.pos), dtype=torch.long, device=self.device)
         maps: dict[str, torch.Tensor] = {}
         for name in explainers:
-            maps.update(build_addon({"name": name})(self.model, data.x, data.pos, batch))
+            maps.update(build_module({"name": name})(self.model, data.x, data.pos, batch))
         stacked = torch.stack([m.float() for m in maps.values()], dim=1)
         everywhere = ops.interpolate(stacked.detach(), data.pos, torch.from_numpy(prepared.pos).to(self.device), k=3)
         return {name: everywhere[:, i].cpu().numpy() for i, name in enumerate(maps)}

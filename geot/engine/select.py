@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from geot.addons.base import build as build_addon
 from geot.errors import GeotError
 from geot.io.atomic import atomic_write
 from geot.io.teeth3ds import ScanFiles, read_scan
+from geot.modules import build_module
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def rank_scans(segmenter, files: Sequence[ScanFiles], round_: int = 0, selector:
                on_skip: Callable[[str], None] | None = None) -> Ranking:
     """Score every readable scan with ``selector`` (adaptive margin: confident scans early, unsure ones later);
     unreadable scans are skipped and reported through ``on_skip``."""
-    scorer = build_addon({"name": selector, "args": {"round": round_}})
+    scorer = build_module({"name": selector, "args": {"round": round_}})
     probs, names = [], []
     for entry in files:
         try:

@@ -28,8 +28,6 @@ from torch_geometric.data import Batch, Data
 
 from geot import __version__
 from geot import distributed as dist
-from geot.addons import StepContext, build_addons
-from geot.addons.base import Addons
 from geot.config import Config, config_dict, save_config
 from geot.data.dataset import PreparedScan, ScanDataset
 from geot.data.sources import TrainData
@@ -42,6 +40,7 @@ from geot.method import Method, build_method
 from geot.method.losses import offset_loss, soft_dice
 from geot.metrics import segmentation_metrics
 from geot.models import Outputs, Segmentor, build_model, count_parameters
+from geot.modules import FrozenPart, LabelledPart, ModuleSet, StepContext, UnlabelledPart, build_modules
 
 
 def draws(n: int, count: int, seed: int, epoch: int, stream: int) -> list[int]:
@@ -77,7 +76,7 @@ class TrainState:
     cfg: Config
     model: Segmentor
     method: Method
-    modules: Addons
+    modules: ModuleSet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     teacher: AveragedModel | None = None   # EMA of the student, for methods that need one
@@ -134,9 +133,6 @@ class Trainer:
             raise GeotError(f"batch sizes ({opt.batch_labelled}, {opt.batch_unlabelled}) "
                             f"must divide among {self.world} processes")
         self.state = self._build()
-        flags = self.state.modules.all
-        self.weak_student = any(getattr(m, "needs_weak_student", False) for m in flags)
-        self.needs_frozen = any(getattr(m, "needs_anchor", False) for m in flags)
         self.net = DistributedDataParallel(self.state.model) if self.world > 1 else self.state.model
         self.labelled = ScanDataset(data.labelled, cfg.data.num_points, cfg.augment.labelled, seed=cfg.seed,
                                     use_curvature=cfg.data.curvature)
@@ -161,7 +157,7 @@ class Trainer:
         cfg, opt, device = self.cfg, self.cfg.optim, self.device
         model = build_model(cfg).to(device)
         method = build_method(cfg).to(device)
-        modules = build_addons(cfg.modules, feat_dim=model.feat_dim).to(device)  # optional (docs/modules.md)
+        modules = build_modules(cfg.modules, num_classes=NUM_CLASSES, feat_dim=model.feat_dim).to(device)  # optional
         teacher = None
         if method.needs_teacher:
             teacher = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.semi.ema_decay), use_buffers=True)
@@ -192,7 +188,7 @@ class Trainer:
         cfg, opt, state = self.cfg, self.cfg.optim, self.state
         state.model.train()
         semi_on = self.semi_possible and epoch >= cfg.semi.warmup_epochs
-        if self.needs_frozen and semi_on and state.frozen is None:
+        if self.state.modules.needs_frozen_student and semi_on and state.frozen is None:
             state.frozen = _frozen(state.model)
         lab_ids = draws(len(self.labelled), opt.steps_per_epoch * opt.batch_labelled, cfg.seed, epoch, 0)
         unl_ids = draws(len(self.unlabelled), opt.steps_per_epoch * opt.batch_unlabelled, cfg.seed, epoch, 1)
@@ -220,7 +216,7 @@ class Trainer:
         method, modules = state.method, state.modules
         # one student pass over the labelled scans and the strong views of the unlabelled ones
         views = [Data(x=d.x, pos=d.pos) for d in lab] + [Data(x=d.x_strong, pos=d.pos_strong) for d in unl]
-        if self.weak_student:  # a module compares the student's two views
+        if state.modules.needs_weak_student:  # a module compares the student's two views
             views += [Data(x=d.x, pos=d.pos) for d in unl]
         student = Batch.from_data_list(views).to(device)
         unl_batch = Batch.from_data_list(unl).to(device) if unl else None
@@ -233,8 +229,8 @@ class Trainer:
         for name, weight, term in self._labelled_terms(out, student, y, n_lab):
             loss = loss + weight * term
             logs[name] = term.item()
-        ctx = StepContext(epoch, step, cfg.optim.epochs, logits_lab=logits[:n_lab], labels=y, feats_lab=feats[:n_lab],
-                          head=state.model.head)
+        ctx = StepContext(epoch, step, cfg.optim.epochs, state.model.head,
+                          LabelledPart(logits[:n_lab], y, feats[:n_lab]))
         if unl_batch is not None:
             unsup, unsup_logs = self._unlabelled_loss(ctx, unl_batch, student, logits, feats, n_lab)
             ctx.ramp = rampup(epoch - cfg.semi.warmup_epochs + step / cfg.optim.steps_per_epoch,
@@ -278,23 +274,18 @@ class Trainer:
             source = state.teacher.module if state.teacher is not None else state.model
             weak = source(unl.x, unl.pos, unl.batch)
             probs_weak = torch.softmax(weak.logits, dim=1)
-        ctx.feats_teacher = weak.feats
         n_unl = len(unl.pos)
-        ctx.logits, ctx.feats = logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl]
-        ctx.probs_teacher = probs_weak
+        ctx.unl = UnlabelledPart(logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl], probs_weak, weak.feats,
+                                 torch.stack([unl.scan[unl.batch], unl.vertex], dim=1), unl.raw_pos, unl.batch,
+                                 logits[n_lab + n_unl:] if state.modules.needs_weak_student else None)
         if state.frozen is not None:
             with torch.no_grad():
                 frozen = state.frozen(student.x, student.pos, student.batch)
-            ctx.logits_anchor = frozen.logits[n_lab:n_lab + n_unl]
-            ctx.feats_anchor = frozen.feats[n_lab:n_lab + n_unl]
-            ctx.feats_anchor_lab = frozen.feats[:n_lab]
-        if self.weak_student:
-            ctx.extras["logits_weak"] = logits[n_lab + n_unl:]
-        ctx.point_index = torch.stack([unl.scan[unl.batch], unl.vertex], dim=1)
-        ctx.pos, ctx.batch = unl.raw_pos, unl.batch
+            ctx.frozen = FrozenPart(frozen.logits[n_lab:n_lab + n_unl], frozen.feats[n_lab:n_lab + n_unl],
+                                    frozen.feats[:n_lab])
         with torch.no_grad():
             targets = state.modules.targets(ctx, state.method.targets(probs_weak))
-        return state.method(ctx.logits, probs_weak, targets, unl.raw_pos, unl.batch, weight=ctx.target_weight)
+        return state.method(ctx.unl.logits, probs_weak, targets, unl.raw_pos, unl.batch, weight=ctx.target_weight)
 
     def end_of_epoch(self, epoch: int, sums: dict[str, float], t0: float) -> None:
         """Mean logs over processes; on the first process: validate, checkpoint (last, and best by validation), log."""

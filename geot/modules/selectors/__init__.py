@@ -1,0 +1,1 @@
+"""Scan selectors: rank unlabelled scans for annotation (``ScanSelector``), one file per method."""

@@ -1,0 +1,1 @@
+"""Target transforms: rewrite or weigh the pseudo-label targets (``TargetTransform``), one file per method."""
