@@ -84,6 +84,7 @@ class OptimConfig(_Strict):
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 0             # linear learning-rate warm-up before the schedule
 
 
 class SemiConfig(_Strict):
@@ -114,6 +115,7 @@ class Config(_Strict):
     seed: int = 0
     device: str = "auto"
     val_every: int = 5                # epochs between validations
+    snapshot_every: int = 0           # epochs between weight snapshots (checkpoints/snapshots/), 0: none
     tensorboard: bool = False         # also log to out/tensorboard (needs the 'tb' extra)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -91,7 +91,8 @@ def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1) 
     for name in split["unlabelled"]:
         scan = load_prepared(by_name[name], cfg.data.align, cfg.data.curvature)
         scans.append(scan)
-        probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed)
+        # one sample, as training draws pseudo labels
+        probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed, passes=1).probs
         pred = probs.argmax(1)
         posteriors.append(probs)
         np.add.at(conf, (scan.y, pred), 1)

@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from torch_geometric.data import Batch, Data
 
 from geot import __version__
 from geot import distributed as dist
-from geot.config import Config, config_dict, save_config
+from geot.config import Config, OptimConfig, config_dict, save_config
 from geot.data.dataset import PreparedScan, ScanDataset
 from geot.data.sources import TrainData
 from geot.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -64,9 +65,23 @@ def validate(model: torch.nn.Module, scans: list[PreparedScan], cfg: Config, dev
     """Mean tooth mIoU, Dice and accuracy over whole validation scans."""
     rows = []
     for scan in scans:
-        probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, device, seed=cfg.seed)
+        probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, device, seed=cfg.seed).probs
         rows.append(segmentation_metrics(probs.argmax(1), scan.y, NUM_CLASSES))
     return {key: float(np.nanmean([r[key] for r in rows])) for key in ("miou", "dice", "accuracy")}
+
+
+def learning_rate_factor(opt: OptimConfig) -> Callable[[int], float]:
+    """The learning rate of step ``s`` as a share of ``opt.lr``: linear warm-up, then cosine decay to 0 (or flat)."""
+    total, warm = opt.epochs * opt.steps_per_epoch, opt.warmup_steps
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        if opt.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(s - warm, total - warm) / max(total - warm, 1)))
+
+    return factor
 
 
 @dataclass
@@ -166,18 +181,15 @@ class Trainer:
         extra = [p for m in (method, modules) for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
                                        {"params": no_decay + extra, "weight_decay": 0.0}], lr=opt.lr)
-        total = opt.epochs * opt.steps_per_epoch
-        schedule = (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))) if opt.schedule == "cosine" \
-            else (lambda s: 1.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(opt))
         return TrainState(cfg, model, method, modules, optimizer, scheduler, teacher)
 
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
         """Train from the state's next epoch to the last (or to ``stop_after_epoch``)."""
         for epoch in range(self.state.epoch + 1, self.cfg.optim.epochs):
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             sums = self.run_epoch(epoch)
-            self.end_of_epoch(epoch, sums, t0)
+            self.end_of_epoch(epoch, sums, t0, c0)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
         return {"best_val_miou": self.state.best, "epochs": self.cfg.optim.epochs, "out": str(self.out),
@@ -287,7 +299,7 @@ class Trainer:
             targets = state.modules.targets(ctx, state.method.targets(probs_weak))
         return state.method(ctx.unl.logits, probs_weak, targets, unl.raw_pos, unl.batch, weight=ctx.target_weight)
 
-    def end_of_epoch(self, epoch: int, sums: dict[str, float], t0: float) -> None:
+    def end_of_epoch(self, epoch: int, sums: dict[str, float], t0: float, c0: float) -> None:
         """Mean logs over processes; on the first process: validate, checkpoint (last, and best by validation), log."""
         cfg, state = self.cfg, self.state
         state.epoch = epoch
@@ -303,6 +315,7 @@ class Trainer:
         if self.data.val and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
             row.update({f"val_{k}": v for k, v in validate(state.model, self.data.val, cfg, self.device).items()})
         row["seconds"] = time.time() - t0
+        row["cpu_seconds"] = time.process_time() - c0  # this process's CPU time: unaffected by other load
         improved = "val_miou" in row and row["val_miou"] > state.best
         state.best = max(state.best, row.get("val_miou", state.best))
         state.metrics = {k: v for k, v in row.items() if k.startswith("val_")}
@@ -310,6 +323,10 @@ class Trainer:
         save_checkpoint(self.ckpt_dir / "last.pt", checkpoint)
         if improved or (not self.data.val and last_epoch):
             save_checkpoint(self.ckpt_dir / "best.pt", checkpoint)
+        if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:  # for accuracy-over-time curves
+            save_checkpoint(self.ckpt_dir / "snapshots" / f"epoch{epoch + 1:04d}.pt",
+                            {k: checkpoint[k] for k in ("format_kind", "geot_version", "epoch", "model", "config",
+                                                        "num_parameters", "metrics")})
         assert self.log is not None
         self.log.write(row)
         _print_row(row)

@@ -43,6 +43,26 @@ class Scan:
             raise ScanError(self.path, "has no labels or no jaw; cannot map FDI codes to classes")
         return fdi.fdi_to_class(self.labels, self.jaw)
 
+    def in_canonical_order(self) -> tuple[Scan, np.ndarray]:
+        """The same scan with vertices sorted by position and faces sorted, and the order used.
+
+        Files of the same geometry can list vertices and faces in any order (an STL export, a re-save);
+        computing on the sorted scan makes every float sum, sample and tie-break the same, so the result
+        depends on the geometry alone. ``result[order] = values`` maps per-vertex values back.
+        """
+        order = np.lexsort(self.vertices.T[::-1])  # by x, then y, then z
+        faces = None
+        if self.faces is not None:
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            f = rank[self.faces]
+            f = np.take_along_axis(f, (np.argmin(f, axis=1)[:, None] + np.arange(3)) % 3, axis=1)  # keeps winding
+            faces = f[np.lexsort(f.T[::-1])]
+        labels = None if self.labels is None else self.labels[order]
+        instances = None if self.instances is None else self.instances[order]
+        return Scan(self.vertices[order], faces, self.jaw, labels, instances, self.name, self.patient,
+                    self.path), order
+
     def validate(self) -> Scan:
         """Raise ScanError naming the file and the first problem found; return self when sound."""
         for problem in scan_problems(self):
