@@ -4,8 +4,8 @@ The page holds a sortable table of the scans and one 3D view that shows the scan
 the selector (rotate, zoom, hover for the FDI code, click a legend entry to hide a tooth, confidence
 overlay). plotly.js is embedded once and every scan's figure sits in its own inert JSON block, parsed
 only when shown: the page is plotly.js (about 4.8 MB) plus about 0.25 MB per 8k-vertex scan, and opens
-quickly however many scans it holds. A Content
-Security Policy forbids the page any request, so it works the same on a machine without network.
+quickly however many scans it holds. A Content Security Policy forbids the page any request, so it works
+the same on a machine without network.
 ``#scan=<name>&colour=confidence`` in the address opens a scan directly.
 """
 
