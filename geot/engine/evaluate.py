@@ -154,6 +154,8 @@ def _score(name: str, gt: dict[str, Any], pred_path: Path) -> dict[str, Any]:
     record = read_labels(pred_path)
     n = len(gt["vertices"])
     labels, instances = record["labels"], record["instances"]
+    if labels is None:
+        raise ScanError(pred_path, "'labels' is null, not a list of FDI codes")
     if len(labels) != n:
         raise ScanError(pred_path, f"{len(labels)} labels but the ground-truth mesh of {name} "
                                    f"has {n} vertices")

@@ -92,6 +92,9 @@ def read_prediction(path: Path, name: str | None = None) -> PredictedScan | None
         scan.problems.append(_one_line(str(exc)))
         return scan
     labels = record["labels"]
+    if labels is None:
+        scan.problems.append(f"{path}: 'labels' is null, not a list of FDI codes")
+        return scan
     block = _geot_block(data, path, scan.problems)
     scan.jaw = _jaw(record["jaw"], path, labels, scan.problems)
     scan.teeth = sorted(int(c) for c in np.unique(labels[labels != 0]))

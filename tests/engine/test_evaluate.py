@@ -327,3 +327,11 @@ def test_results_that_cannot_be_written_are_a_clear_error(folders, tmp_path):
     with pytest.raises(ScanError, match="cannot write the evaluation results") as info:
         evaluate_folders(pred, gt, out_dir=blocker)
     assert str(blocker) in str(info.value)
+
+
+def test_null_labels_are_a_reported_failure(folders):
+    gt, pred = folders
+    path = edit_prediction(pred, "AAAA0001_upper", labels=None)
+    report = evaluate_folders(pred, gt)
+    assert report.failed == [("AAAA0001_upper", f"{path}: 'labels' is null, not a list of FDI codes")]
+    assert report.scored == 3

@@ -173,6 +173,7 @@ def test_unusable_files_are_rows_with_their_problem_never_a_crash(tmp_path, scan
     write_prediction(pred, scans[2], ply=False, block=geot_block(scans[2], None, source=str(tmp_path / "gone.obj")))
     mixed = pred / "mixed.json"
     mixed.write_text(json.dumps({"labels": [0, 11, 31]}))
+    (pred / "null_upper.json").write_text(json.dumps({"jaw": "upper", "labels": None}))
     bad_block = write_prediction(pred, scans[0], block={"jaw_confidence": "very", "confidence": [2.0]})
     bad_block.rename(pred / "renamed_lower.json")
     (pred / f"{scans[0].name}.ply").rename(pred / "renamed_lower.ply")
@@ -180,12 +181,13 @@ def test_unusable_files_are_rows_with_their_problem_never_a_crash(tmp_path, scan
     (pred / "summary.json").write_text(json.dumps({"n_scans": 3, "overall": {}}))  # geot evaluate's output
     page = Page(write_report(pred).read_text())
     assert sorted(r["cells"][0] for r in page.rows) == sorted(
-        ["broken_lower", "mixed", "renamed_lower", scans[0].name, scans[1].name, scans[2].name])
+        ["broken_lower", "mixed", "null_upper", "renamed_lower", scans[0].name, scans[1].name, scans[2].name])
     problems = {r["cells"][0]: r["cells"][5] for r in page.rows}
     assert "cannot read prediction JSON" in problems["broken_lower"] and "broken_lower.json" in problems["broken_lower"]
     assert f"has {len(scans[1].labels)} vertices for {len(scans[1].labels) - 4} labels" in problems[scans[1].name]
     assert "no 3D view" in problems[scans[2].name]
     assert "mix teeth of the upper and the lower jaw" in problems["mixed"]
+    assert "'labels' is null" in problems["null_upper"]
     assert "'geot' block ignored (jaw_confidence:" in problems["renamed_lower"]
     assert problems[scans[0].name] == ""
     viewable = {r["cells"][0] for r in page.rows if "data-figure" in r["attrs"]}
@@ -280,3 +282,15 @@ def test_cli_writes_the_page_and_names_a_bad_folder_in_one_line(folder, tmp_path
     err = capsys.readouterr().err
     assert info.value.code == 2 and "nowhere" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_damaged_prediction_files_become_rows_never_exceptions(tmp_path):
+    from geot.testing import damaged_predictions
+
+    for case in damaged_predictions(tmp_path, per_family=4, seed=3):
+        scan = read_prediction(case.predictions / f"{case.damaged}.json")
+        if scan is not None:  # None: a JSON object that is no prediction at all
+            assert scan.problems and all("\n" not in p for p in scan.problems)  # at least: no mesh beside it
+        page = Page(write_report(case.predictions).read_text())
+        assert {r["cells"][0] for r in page.rows} <= {case.damaged, case.valid}
+        assert case.valid in {r["cells"][0] for r in page.rows}
