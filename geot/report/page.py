@@ -78,8 +78,8 @@ def _row(i: int, scan: PredictedScan, viewable: bool) -> str:
     cells = [
         (scan.name, scan.name),
         (scan.jaw or "?", scan.jaw or ""),
-        (str(len(scan.teeth)) if not scan.problems or scan.teeth else "?", len(scan.teeth)),
-        (", ".join(map(str, scan.missing)) or ("none" if scan.jaw else "?"), len(scan.missing)),
+        ("?", "") if scan.teeth is None else (str(len(scan.teeth)), len(scan.teeth)),
+        ("?", "") if scan.missing is None else (", ".join(map(str, scan.missing)) or "none", len(scan.missing)),
         ("unknown" if scan.confidence is None else f"{scan.confidence:.3f}",
          "" if scan.confidence is None else scan.confidence),
         ("<br>".join(f'<span class="{kind}">{html.escape(text)}</span>' for kind, text in notes), len(notes)),

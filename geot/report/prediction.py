@@ -68,9 +68,9 @@ class PredictedScan:
     name: str
     path: Path
     jaw: str | None = None
-    teeth: list[int] = field(default_factory=list)
-    missing: list[int] = field(default_factory=list)  # x1-x7 codes of the jaw that were not predicted
-    confidence: float | None = None                   # mean per-vertex confidence; None when unknown
+    teeth: list[int] | None = None    # FDI codes predicted; None when the labels could not be read
+    missing: list[int] | None = None  # x1-x7 codes of the jaw that were not predicted; None: jaw unknown
+    confidence: float | None = None   # mean per-vertex confidence; None when unknown
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     geometry: Geometry | None = None

@@ -184,6 +184,7 @@ def test_unusable_files_are_rows_with_their_problem_never_a_crash(tmp_path, scan
         ["broken_lower", "mixed", "null_upper", "renamed_lower", scans[0].name, scans[1].name, scans[2].name])
     problems = {r["cells"][0]: r["cells"][5] for r in page.rows}
     assert "cannot read prediction JSON" in problems["broken_lower"] and "broken_lower.json" in problems["broken_lower"]
+    assert page.row("broken_lower")["cells"][1:5] == ["?", "?", "?", "unknown"]
     assert f"has {len(scans[1].labels)} vertices for {len(scans[1].labels) - 4} labels" in problems[scans[1].name]
     assert "no 3D view" in problems[scans[2].name]
     assert "mix teeth of the upper and the lower jaw" in problems["mixed"]
