@@ -19,7 +19,7 @@ from geot.errors import GeotError, ScanError
 from geot.io.teeth3ds import read_scan
 from geot.testing import CliCase, PredictionCase, cli_cases, damaged_inputs, damaged_predictions
 
-READER_OUTCOMES = ("read", "ScanError")
+READER_OUTCOMES = ("ScanError", "read")
 PREDICTION_OUTCOMES = ("scored", "failed")
 CLI_OUTCOMES = ("exit 0", "exit 1", "exit 2")
 
