@@ -18,6 +18,7 @@ from geot.errors import ScanError
 from geot.io.mesh import read_mesh
 from geot.report import read_prediction, write_report
 from geot.report.figure import QUANTUM
+from tests.conftest import REAL_DATA, real_data
 from tests.report.conftest import geot_block, write_prediction
 
 
@@ -127,6 +128,8 @@ def test_figures_hold_every_face_in_palette_colours_in_the_unit_sphere(folder, s
         names = fdi.class_names(scan.jaw)
         for trace in traces:
             k = names.index(trace["name"].split(" (")[0])
+            assert trace["hovertemplate"].startswith(f"<b>{names[k]}</b>")  # e.g. '36 first molar' on hover
+            assert ("confidence %{customdata}%" in trace["hovertemplate"]) == (scan is scans[0])
             assert trace["color"] == f"rgb{tuple(int(x) for x in fdi.PALETTE[k])}"
             xyz = np.stack([decode(trace[a]).astype(np.float64) * QUANTUM for a in "xyz"], axis=1)
             assert np.linalg.norm(xyz, axis=1).max() <= 1.0 + 1e-3
@@ -295,3 +298,23 @@ def test_damaged_prediction_files_become_rows_never_exceptions(tmp_path):
         page = Page(write_report(case.predictions).read_text())
         assert {r["cells"][0] for r in page.rows} <= {case.damaged, case.valid}
         assert case.valid in {r["cells"][0] for r in page.rows}
+
+
+@real_data
+@pytest.mark.real_data
+def test_real_jaws_get_a_row_and_a_complete_view_each(tmp_path):
+    from geot.io.mesh import write_labelled_mesh
+    from geot.io.teeth3ds import find_scans, read_scan, write_labels
+
+    pred = tmp_path / "pred"
+    real = [read_scan(f.mesh, f.labels) for f in find_scans(REAL_DATA)[:2]]
+    for scan in real:
+        write_labels(pred / f"{scan.name}.json", scan.labels, scan.jaw, scan.patient)
+        write_labelled_mesh(pred / f"{scan.name}.ply", scan.vertices, scan.faces, scan.labels, scan.jaw)
+    page = Page(write_report(pred).read_text())
+    for scan in real:
+        row = page.row(scan.name)
+        assert row["cells"][1:3] == [scan.jaw, str(len(np.unique(scan.labels[scan.labels > 0])))]
+        traces = page.figures[f"figure-{row['attrs']['data-figure']}"]["data"]
+        assert sum(len(decode(t["i"])) for t in traces) == len(scan.faces)
+        assert len(traces) == len(np.unique(scan.labels))
