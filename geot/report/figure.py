@@ -30,8 +30,11 @@ def scan_figure(geometry: Geometry, jaw: str) -> str:
     """
     vertices, faces = geometry.vertices, geometry.faces
     mesh = faces is not None and len(faces) > 0
-    normals = vertex_normals(vertices, faces) if mesh else None
-    pos = canonical_frame(vertices, normals, align=True, has_faces=mesh).apply(vertices)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a flat or collinear scan has no arch direction
+        normals = vertex_normals(vertices, faces) if mesh else None
+        pos = canonical_frame(vertices, normals, align=True, has_faces=mesh).apply(vertices)
+    if not np.isfinite(pos).all():
+        pos = canonical_frame(vertices, align=False).apply(vertices)
     quantised = np.clip(np.round(pos / QUANTUM), -32767, 32767).astype(np.int16)
     table = np.full(100, OTHER, dtype=np.int64)
     table[fdi.fdi_codes(jaw)] = np.arange(fdi.NUM_CLASSES)

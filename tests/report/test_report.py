@@ -318,3 +318,18 @@ def test_real_jaws_get_a_row_and_a_complete_view_each(tmp_path):
         traces = page.figures[f"figure-{row['attrs']['data-figure']}"]["data"]
         assert sum(len(decode(t["i"])) for t in traces) == len(scan.faces)
         assert len(traces) == len(np.unique(scan.labels))
+
+
+@pytest.mark.parametrize("vertices", [np.zeros((1, 3)), np.ones((5, 3)), np.eye(3)[[0, 1, 2, 0]] * [1, 1, 0],
+                                      np.arange(12.0).reshape(4, 3)])
+def test_degenerate_geometry_still_gets_a_finite_view(tmp_path, vertices):
+    import trimesh
+
+    faces = np.array([[0, 1, 2], [1, 2, 3]])[: max(0, len(vertices) - 2)] if len(vertices) > 2 else None
+    (tmp_path / "odd_lower.json").write_text(json.dumps({"jaw": "lower", "labels": [0] * (len(vertices) - 1) + [31]}))
+    mesh = trimesh.Trimesh(vertices, faces if faces is not None else np.zeros((0, 3), int), process=False)
+    (tmp_path / "odd_lower.ply").write_bytes(mesh.export(file_type="ply"))
+    page = Page(write_report(tmp_path).read_text())
+    traces = page.figures["figure-0"]["data"]
+    shown = np.concatenate([decode(t[a]) for t in traces for a in "xyz"]).astype(np.float64) * QUANTUM
+    assert np.isfinite(shown).all() and np.abs(shown).max() <= 1.0 + 1e-3
