@@ -1,7 +1,9 @@
-"""Damaged inputs for robustness tests: every case must end in a clear ScanError or a usable scan.
+"""Damaged inputs for robustness tests: mesh and label files, prediction files, command-line arguments.
 
-Used by tests/io/test_fuzz.py (a bounded number of cases in CI) and tools/fuzz_readers.py (many more,
-with a summary table for docs/reliability.md).
+``damaged_inputs`` must end in a clear ScanError or a usable scan, ``damaged_predictions`` in a scored row
+or a reported failure of ``evaluate_folders``, ``cli_cases`` in exit code 0, 1 or 2 without a traceback.
+Used by tests/io/test_fuzz.py (a bounded number of cases in CI, with the judges) and tools/fuzz_readers.py
+(many more, with a summary table for docs/reliability.md).
 """
 
 from __future__ import annotations
