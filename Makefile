@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml Makefile
 	# open3d needs the system libusb; install it where we can (root + apt), geot works without open3d.
 	-(command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (dpkg -s libusb-1.0-0 >/dev/null 2>&1 || \
 	  (apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libusb-1.0-0))))
+	# geot report's browser tests drive Debian's headless chromium; install it where we can, they skip without.
+	-(command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && (command -v chromium >/dev/null || \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium))))
 	$(BIN)/python -m pip install --quiet -e ".[dev,o3d]"
 	touch $(STAMP)
 

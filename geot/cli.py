@@ -328,6 +328,18 @@ def list_modules() -> None:
         console.print(table)
 
 
+@app.command()
+def report(
+    predictions: Annotated[Path, typer.Argument(help="Folder written by geot predict (<name>.json + .ply).")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write [default: PREDICTIONS/report.html].")] = None,
+) -> None:
+    """One offline HTML page: a sortable table of the scans and a 3D view of each (open it in a browser)."""
+    from geot.report import write_report
+
+    path = write_report(predictions, out)
+    console.print(f"wrote {path}")
+
+
 def main() -> None:
     """Entry point: user errors become one red line and exit code 2, not a traceback."""
     try:

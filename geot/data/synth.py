@@ -28,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from geot import labels as fdi
+from geot.errors import ConfigError, ScanError
 from geot.io.atomic import atomic_write
 from geot.io.scan import Scan
 from geot.io.teeth3ds import instances_from_labels, write_labels
@@ -45,6 +46,7 @@ _KIND = {1: "incisor", 2: "incisor", 3: "canine", 4: "premolar", 5: "premolar", 
 _THIRD_MOLAR_PROB = 0.12   # share of jaws with third molars (x8): a long tail, as in real data
 _TARGET_VERTICES = 8200   # at resolution 1.0, like the real scans
 _VOXEL_MM = {"upper": 0.94, "lower": 0.85}  # surface-net cell giving about that many vertices
+RESOLUTIONS = (0.01, 16.0)  # what write_synthetic_dataset accepts: about 80 to 130k vertices per jaw
 _NOISE_MM = 0.03           # scanner-like jitter
 
 
@@ -125,7 +127,12 @@ def write_synthetic_dataset(out_dir: str | Path, n: int, seed: int = 0, resoluti
     so a seed gives the same files whatever ``n``. Returns the mesh paths.
     """
     if n < 0:
-        raise ValueError(f"n must be >= 0, not {n}")
+        raise ConfigError(f"the number of jaws must be >= 0, not {n}")
+    if seed < 0:
+        raise ConfigError(f"the seed must be >= 0, not {seed}")
+    if not RESOLUTIONS[0] <= resolution <= RESOLUTIONS[1]:  # also refuses NaN
+        raise ConfigError(f"resolution must lie in [{RESOLUTIONS[0]}, {RESOLUTIONS[1]}] "
+                          f"(1.0 gives about 8k vertices per jaw), not {resolution}")
     out = Path(out_dir)
     paths = []
     for i in range(n):
@@ -133,8 +140,11 @@ def write_synthetic_dataset(out_dir: str | Path, n: int, seed: int = 0, resoluti
         assert scan.jaw is not None and scan.labels is not None and scan.faces is not None
         folder = out / scan.patient
         mesh_path = folder / f"{scan.name}.obj"
-        _write_obj(mesh_path, scan.vertices, scan.faces, scan.jaw)
-        write_labels(folder / f"{scan.name}.json", scan.labels, scan.jaw, scan.patient, scan.instances)
+        try:
+            _write_obj(mesh_path, scan.vertices, scan.faces, scan.jaw)
+            write_labels(folder / f"{scan.name}.json", scan.labels, scan.jaw, scan.patient, scan.instances)
+        except OSError as exc:  # e.g. OUT names a file
+            raise ScanError(out, f"cannot write synthetic jaws ({exc.strerror or exc})") from None
         paths.append(mesh_path)
     return paths
 

@@ -1,8 +1,9 @@
 """Score a folder of predicted label files against a Teeth3DS ground-truth folder.
 
 One row per ground-truth scan (GeoT's mIoU / Dice / accuracy plus the challenge's TSA / TLA / TIR), then
-means overall and per jaw. A bad or missing prediction never stops the run: it is reported and scored
-the way the challenge scores it, so a partial submission cannot look better than it is.
+means overall and per jaw. A bad or missing prediction never stops the run: it is reported (one line
+naming the file) and scored the way the challenge scores it, so a partial submission cannot look better
+than it is. :attr:`EvaluationReport.scored` says how many predictions were usable at all.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ class EvaluationReport:
     failed: list[tuple[str, str]]
     extra: list[str] = field(default_factory=list)
 
+    @property
+    def scored(self) -> int:
+        """How many scans were scored from a usable prediction; 0 means the run measured nothing."""
+        return sum(row["status"] == "ok" for row in self.rows)
+
 
 def find_predictions(pred_dir: str | Path) -> dict[str, list[Path]]:
     """Every ``<name>.json`` under ``pred_dir`` (any depth, hidden files skipped), keyed by file stem."""
@@ -68,11 +74,12 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, out_dir: str | Pa
 
     * A ground-truth scan without prediction goes to ``missing`` and, as in the challenge, counts 0 for
       TSA, TIR and exp(-TLA), and 0 for mIoU, Dice and accuracy, in every mean.
-    * A prediction that cannot be used (unreadable, vertex count different from the ground-truth mesh,
-      jaw field naming the other jaw, two files of the same name) goes to ``failed`` with a message
-      naming the file, and counts 0 like a missing one. A ground-truth mesh without label file, or one that
-      cannot be read, also goes to ``failed`` but is left out of the means: nothing can be scored on it.
-    * FDI codes foreign to the jaw count as wrong labels, not as errors.
+    * A prediction that cannot be used (unreadable, mistyped, vertex count different from the ground-truth
+      mesh, labels that are not FDI codes (outside 0-99), jaw field naming the other jaw, two files of the
+      same name) goes to ``failed`` with a one-line message naming the file, and counts 0 like a missing
+      one. A ground-truth mesh without label file, or one that cannot be read, also goes to ``failed`` but
+      is left out of the means: nothing can be scored on it.
+    * FDI codes foreign to the jaw (an upper tooth in a lower jaw) count as wrong labels, not as errors.
 
     Rows keep per-scan values (``tla`` is NaN where nothing was scored; NaN means "undefined", e.g. mIoU
     of a scan without teeth, and is skipped by the means). With ``out_dir``, ``summary.json`` and
@@ -120,11 +127,19 @@ def evaluate_folders(pred_dir: str | Path, gt_dir: str | Path, out_dir: str | Pa
             rows.append(_unscored_row(files, "failed", message, score_zero=True, jaw=gt["jaw"],
                                       n_vertices=len(gt["vertices"])))
     extra = sorted(set(predictions) - seen)
+    failed = [(name, _one_line(message)) for name, message in failed]
+    for row in rows:
+        row["error"] = _one_line(row["error"])
     summary = summarize(rows, missing, failed, extra)
     report = EvaluationReport(rows, summary, missing, failed, extra)
     if out_dir is not None:
         write_report(report, out_dir)
     return report
+
+
+def _one_line(message: str) -> str:
+    """Messages quoting a parser may span lines; a report shows one line per problem."""
+    return " ".join(message.split())
 
 
 def _read_ground_truth(files: ScanFiles) -> dict[str, Any]:
@@ -139,12 +154,17 @@ def _score(name: str, gt: dict[str, Any], pred_path: Path) -> dict[str, Any]:
     record = read_labels(pred_path)
     n = len(gt["vertices"])
     labels, instances = record["labels"], record["instances"]
+    if labels is None:
+        raise ScanError(pred_path, "'labels' is null, not a list of FDI codes")
     if len(labels) != n:
         raise ScanError(pred_path, f"{len(labels)} labels but the ground-truth mesh of {name} "
                                    f"has {n} vertices")
     if instances is not None and len(instances) != n:
         raise ScanError(pred_path, f"{len(instances)} instances but the ground-truth mesh of {name} "
                                    f"has {n} vertices")
+    outside = labels[(labels < 0) | (labels > 99)]
+    if outside.size:
+        raise ScanError(pred_path, f"labels hold {int(outside[0])}, which is not an FDI code (0-99)")
     jaw = gt["jaw"]
     if jaw is not None and record["jaw"] is not None and record["jaw"] != jaw:
         raise ScanError(pred_path, f"prediction is for the {record['jaw']} jaw but {name} is a {jaw} jaw")
@@ -154,9 +174,7 @@ def _score(name: str, gt: dict[str, Any], pred_path: Path) -> dict[str, Any]:
     class_jaw = jaw or record["jaw"] or fdi.jaw_of_fdi(gt["labels"]) or "lower"
     table = np.full(100, -1, dtype=np.int64)
     table[fdi.fdi_codes(class_jaw)] = np.arange(fdi.NUM_CLASSES)
-    in_range = (labels >= 0) & (labels < 100)
-    pred_cls = np.where(in_range, table[np.clip(labels, 0, 99)], -1)
-    seg = segmentation_metrics(pred_cls, fdi.fdi_to_class(gt["labels"], class_jaw), fdi.NUM_CLASSES)
+    seg = segmentation_metrics(table[labels], fdi.fdi_to_class(gt["labels"], class_jaw), fdi.NUM_CLASSES)
     ch = challenge_metrics(gt["vertices"], gt["labels"], gt["instances"], labels, instances)
     row: dict[str, Any] = {"name": name, "jaw": jaw, "status": "ok", "n_vertices": n,
                            "miou": seg["miou"], "dice": seg["dice"], "accuracy": seg["accuracy"],
@@ -225,14 +243,17 @@ def write_report(report: EvaluationReport, out_dir: str | Path) -> tuple[Path, P
     """Write ``summary.json`` and ``metrics.csv`` (one row per scan; empty cell = NaN) atomically."""
     out_dir = Path(out_dir)
     summary_path, csv_path = out_dir / "summary.json", out_dir / "metrics.csv"
-    with atomic_write(summary_path, "w") as f:
-        json.dump(_json_safe(report.summary), f, indent=2, allow_nan=False)
-        f.write("\n")
-    with atomic_write(csv_path, "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(ROW_COLUMNS)
-        for row in report.rows:
-            writer.writerow([_csv_cell(row.get(col)) for col in ROW_COLUMNS])
+    try:
+        with atomic_write(summary_path, "w") as f:
+            json.dump(_json_safe(report.summary), f, indent=2, allow_nan=False)
+            f.write("\n")
+        with atomic_write(csv_path, "w") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(ROW_COLUMNS)
+            for row in report.rows:
+                writer.writerow([_csv_cell(row.get(col)) for col in ROW_COLUMNS])
+    except OSError as exc:  # e.g. --out names a file, or a folder without write permission
+        raise ScanError(out_dir, f"cannot write the evaluation results ({exc.strerror or exc})") from None
     return summary_path, csv_path
 
 

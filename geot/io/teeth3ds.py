@@ -77,8 +77,10 @@ def read_labels(path: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise ScanError(path, "label file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError covers JSON syntax, UTF-8 and over-long integers
         raise ScanError(path, f"cannot read label JSON ({exc})") from None
+    except RecursionError:
+        raise ScanError(path, "cannot read label JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ScanError(path, f"label JSON must be an object, not {type(data).__name__}")
     if "labels" not in data:
@@ -99,7 +101,10 @@ def _int_array(path: Path, key: str, value: Any) -> np.ndarray:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         bad = next(v for v in value if not (isinstance(v, int) and not isinstance(v, bool)))
         raise ScanError(path, f"'{key}' must hold integers only; found {bad!r}")
-    return np.asarray(value, dtype=np.int64)
+    try:
+        return np.asarray(value, dtype=np.int64)
+    except OverflowError:
+        raise ScanError(path, f"'{key}' holds integers beyond 64 bits") from None
 
 
 def read_scan(mesh_path: str | Path, labels: str | Path | None | bool = True,

@@ -9,7 +9,8 @@ from scipy.sparse.csgraph import connected_components
 
 from geot import labels as fdi
 from geot.data.features import point_features
-from geot.data.synth import synth_jaw, synthetic_scan, write_synthetic_dataset
+from geot.data.synth import RESOLUTIONS, synth_jaw, synthetic_scan, write_synthetic_dataset
+from geot.errors import ConfigError, ScanError
 from geot.io.teeth3ds import find_scans, read_scan
 
 RES = 0.25  # about 2k vertices: fast, still every tooth
@@ -175,3 +176,18 @@ def test_write_synthetic_dataset_reads_back(tmp_path):
         assert p.with_suffix(".json").read_bytes() == q.with_suffix(".json").read_bytes()
     other = write_synthetic_dataset(tmp_path / "other", 1, seed=6, resolution=RES)
     assert other[0].read_bytes() != paths[0].read_bytes()
+
+
+@pytest.mark.parametrize(("n", "seed", "resolution", "match"), [
+    (-1, 0, 0.1, "number of jaws"), (1, -1, 0.1, "seed"), (1, 0, 0.0, "resolution"), (1, 0, float("nan"), "resolution"),
+    (1, 0, float("inf"), "resolution"), (1, 0, 1e-9, "resolution"), (1, 0, 1e9, "resolution")])
+def test_write_synthetic_dataset_refuses_bad_settings_with_a_user_error(tmp_path, n, seed, resolution, match):
+    with pytest.raises(ConfigError, match=match):
+        write_synthetic_dataset(tmp_path / "syn", n, seed=seed, resolution=resolution)
+    assert not (tmp_path / "syn").exists()
+
+
+def test_write_synthetic_dataset_into_a_file_is_a_user_error(tmp_path):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(ScanError, match="cannot write synthetic jaws"):
+        write_synthetic_dataset(tmp_path / "taken", 1, resolution=RESOLUTIONS[0])

@@ -15,6 +15,7 @@ import trimesh
 from rich.console import Console
 
 from geot.engine.evaluate import EvaluationReport, evaluate_folders, format_report, print_report
+from geot.errors import ScanError
 from geot.io.teeth3ds import read_labels, write_labels
 from tests.conftest import REAL_DATA, real_data
 
@@ -268,3 +269,69 @@ def test_real_scans_against_themselves_and_a_shifted_labelling(tmp_path):
     assert row["tir"] == 1.0 and row["tla"] > 0
     assert row["tsa"] == pytest.approx(1 - (labels == tooth).sum() / len(labels))
     assert row["miou"] == pytest.approx((n_teeth - 1) / n_teeth)
+
+
+@pytest.mark.parametrize("bad_code", [100, 4100, -3, 2**63 - 1])
+@pytest.mark.parametrize("with_instances", [True, False])
+def test_labels_that_are_not_fdi_codes_fail_that_file_only(folders, bad_code, with_instances):
+    gt, pred = folders
+    path = next(pred.rglob("AAAA0001_lower.json"))
+    record = json.loads(path.read_text())
+    record["labels"][7] = bad_code
+    if not with_instances:
+        del record["instances"]
+    path.write_text(json.dumps(record))
+    report = evaluate_folders(pred, gt)
+    (name, message), = report.failed
+    assert name == "AAAA0001_lower"
+    assert message.startswith(str(path)) and str(bad_code) in message and "not an FDI code" in message
+    assert report.scored == 3 and report.summary["n_evaluated"] == 3
+    assert [r["status"] for r in report.rows] == ["failed", "ok", "ok", "ok"]
+
+
+@pytest.mark.parametrize("content", [
+    '{"jaw": "lower", "labels": [' + "1" * 5000 + "]}",                # an integer Python refuses to parse
+    '{"jaw": "lower", "labels": [' + str(10**30) + "]}",              # beyond 64 bits
+    "[" * 100_000 + "]" * 100_000,                                      # nested past the recursion limit
+    '{"jaw": "lower", "labels": "31"}',
+    '{"jaw": 7, "labels": []}',
+    "\ud800".encode("utf-8", "surrogatepass").decode("latin-1"),       # not UTF-8 once written as latin-1
+])
+def test_any_unreadable_prediction_is_one_reported_line(folders, content):
+    gt, pred = folders
+    path = next(pred.rglob("BBBB0002_upper.json"))
+    path.write_text(content, encoding="latin-1")
+    report = evaluate_folders(pred, gt)
+    (name, message), = report.failed
+    assert name == "BBBB0002_upper" and message.startswith(f"{path}: ") and "\n" not in message
+    assert len(message) < 400 and report.scored == 3
+
+
+def test_scored_counts_usable_predictions_and_is_zero_when_none_is(folders):
+    gt, pred = folders
+    assert evaluate_folders(pred, gt).scored == 4
+    for path in pred.rglob("*.json"):
+        path.write_text("[]")
+    report = evaluate_folders(pred, gt)
+    assert report.scored == 0 and len(report.failed) == 4 and report.summary["n_evaluated"] == 0
+    empty = pred.parent / "empty"
+    empty.mkdir()
+    report = evaluate_folders(empty, gt)
+    assert report.scored == 0 and len(report.missing) == 4 and report.failed == []
+
+
+def test_results_that_cannot_be_written_are_a_clear_error(folders, tmp_path):
+    gt, pred = folders
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ScanError, match="cannot write the evaluation results") as info:
+        evaluate_folders(pred, gt, out_dir=blocker)
+    assert str(blocker) in str(info.value)
+
+
+def test_null_labels_are_a_reported_failure(folders):
+    gt, pred = folders
+    path = edit_prediction(pred, "AAAA0001_upper", labels=None)
+    report = evaluate_folders(pred, gt)
+    assert report.failed == [("AAAA0001_upper", f"{path}: 'labels' is null, not a list of FDI codes")]
+    assert report.scored == 3
