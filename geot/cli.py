@@ -279,6 +279,9 @@ def evaluate(
     for name, problem in report.failed:
         err.print(f"[red]failed[/] {name}: {problem}", highlight=False, soft_wrap=True)
     console.print(f"wrote {(out or predictions) / 'summary.json'} and metrics.csv")
+    if not report.scored:
+        raise GeotError(f"{predictions}: no scan was scored (no usable prediction matches a labelled scan "
+                        f"of {ground_truth})")
 
 
 @app.command()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import fcntl
 import functools
 import itertools
@@ -139,6 +140,46 @@ def run_accuracy(args: argparse.Namespace) -> None:
                 put_row("accuracy", row, key="name")
                 print(f"{name}: mIoU {row['miou']:.4f} Dice {row['dice']:.4f} acc {row['accuracy']:.4f} "
                       f"TSA {row['tsa']:.4f} TIR {row['tir']:.4f} ({row['minutes']:.1f} min)", flush=True)
+
+
+# --- training levers (chosen on validation jaws) --------------------------------------------------------
+
+def run_levers(args: argparse.Namespace) -> None:
+    """Train one recipe and record its validation curve: val tooth mIoU against steps, wall and CPU time.
+
+    Choices of recipe are made here, on the validation patients only; the test patients are not scored.
+    """
+    from geot.analysis.diagnosis import logged_column
+    from geot.config import load_config, parse_overrides
+    from geot.data.sources import gather_data
+    from geot.engine.train import train
+
+    overrides = {"semi.method": args.method, "data.labelled_fraction": args.fraction, "seed": args.seed,
+                 **parse_overrides(args.set)}
+    cfg = load_config(args.config, overrides)
+    name = f"lever-{args.name}-{args.method}-f{args.fraction:g}-s{args.seed}-{Path(args.config).stem}"
+    out = RUNS / name
+    resume = args.resume and (out / "checkpoints" / "last.pt").is_file()
+    data = gather_data(cfg, args.data)
+    train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
+    log = out / "log.csv"
+    epochs, val = logged_column(log, "epoch"), {}
+    with log.open() as f:
+        rows = list(csv.DictReader(f))
+    cpu = itertools.accumulate(float(r.get("cpu_seconds") or 0) for r in rows)
+    wall = itertools.accumulate(float(r["seconds"]) for r in rows)
+    for r, c, w in zip(rows, cpu, wall, strict=True):
+        if r.get("val_miou"):
+            val[int(r["epoch"])] = {"val_miou": float(r["val_miou"]), "cpu_minutes": c / 60, "wall_minutes": w / 60}
+    record = {"name": args.name, "run": name, "method": args.method, "fraction": args.fraction, "seed": args.seed,
+              "config": Path(args.config).name, "overrides": overrides, "epochs": len(epochs),
+              "steps": len(epochs) * cfg.optim.steps_per_epoch, "curve": val,
+              "best_val_miou": max(v["val_miou"] for v in val.values()) if val else None,
+              "final_val_miou": val[max(val)]["val_miou"] if val else None,
+              "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
+              "hardware": hardware(), "command": command_line(), "date": time.strftime("%Y-%m-%d")}
+    put_row("levers", record, key="run")
+    print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
 
 
 # --- inference speed -----------------------------------------------------------------------------------
@@ -501,6 +542,15 @@ def main() -> None:
     acc.add_argument("--resume", action="store_true", help="continue interrupted runs of the same config")
     acc.add_argument("--tag", default="", help="name suffix for runs with extra --set overrides (e.g. modules)")
     acc.add_argument("--rule", default=None, help="prediction rule module; reuses the trained run when present")
+    lev = sub.add_parser("levers", help="one training recipe, its validation curve against time (no test scores)")
+    lev.add_argument("name", help="a name for the recipe (the lever it tries)")
+    lev.add_argument("--data", type=Path, default=DATA)
+    lev.add_argument("--config", default=str(ROOT / "configs" / "cpu-small.yaml"))
+    lev.add_argument("--method", default="supervised")
+    lev.add_argument("--fraction", type=float, default=1.0)
+    lev.add_argument("--seed", type=int, default=0)
+    lev.add_argument("--set", nargs="*", default=[], help="config overrides key=value: the lever")
+    lev.add_argument("--resume", action="store_true")
     inf = sub.add_parser("inference", help="seconds per scan for geot predict, real and upsampled meshes")
     inf.add_argument("model", type=Path)
     inf.add_argument("--data", type=Path, default=DATA)
@@ -533,7 +583,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.what != "report" and not Path(getattr(args, "data", DATA)).is_dir():
         sys.exit(f"{args.data}: real scans not found (see ../shared/data/README)")
-    runners = {"accuracy": run_accuracy, "inference": run_inference, "training": run_training,
+    runners = {"accuracy": run_accuracy, "levers": run_levers, "inference": run_inference, "training": run_training,
                "training-one": run_training_one, "diagnose": run_diagnose,
                "report": run_report}
     runners[args.what](args)

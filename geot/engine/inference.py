@@ -17,6 +17,7 @@ from torch import nn
 
 from geot import ops
 from geot.data.dataset import PreparedScan, item_generator, point_inputs
+from geot.errors import GeotError
 
 MAX_PASSES = 8  # forward passes per scan before the rest is interpolated (32k vertices at 4096 points)
 
@@ -31,10 +32,22 @@ class Posteriors:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
+    """'auto' picks CUDA when present, else the CPU; a device this machine cannot use is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise GeotError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GeotError(f"device {name!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                            "use --device cpu, or install a CUDA build of torch (README: Installing on a GPU)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise GeotError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise GeotError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def _rotation_z(degrees: float) -> torch.Tensor:
