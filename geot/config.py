@@ -116,6 +116,7 @@ class Config(_Strict):
     device: str = "auto"
     val_every: int = 5                # epochs between validations
     snapshot_every: int = 0           # epochs between weight snapshots (checkpoints/snapshots/), 0: none
+    log_grad_norms: bool = False      # log each loss term's gradient norm on the network (first step of epochs)
     tensorboard: bool = False         # also log to out/tensorboard (needs the 'tb' extra)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -185,12 +185,18 @@ def instances_from_labels(fdi_labels: np.ndarray) -> np.ndarray:
 
 
 def write_labels(path: str | Path, fdi_labels: np.ndarray, jaw: str, patient: str,
-                 instances: np.ndarray | None = None, overwrite: bool = True) -> Path:
-    """Write a Teeth3DS label JSON atomically (instances derived from labels when not given)."""
+                 instances: np.ndarray | None = None, overwrite: bool = True,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write a Teeth3DS label JSON atomically (instances derived from labels when not given).
+
+    ``extra`` adds keys beside the Teeth3DS ones (geot writes its ``"geot"`` block there; readers of the
+    format ignore keys they do not know).
+    """
     fdi.fdi_to_class(fdi_labels, jaw)  # refuses codes foreign to the jaw
     fdi_labels = np.asarray(fdi_labels, dtype=np.int64)
     instances = instances_from_labels(fdi_labels) if instances is None else np.asarray(instances, np.int64)
-    record = {"id_patient": patient, "jaw": jaw, "labels": fdi_labels.tolist(), "instances": instances.tolist()}
+    record = {"id_patient": patient, "jaw": jaw, "labels": fdi_labels.tolist(), "instances": instances.tolist(),
+              **(extra or {})}
     with atomic_write(path, "w", overwrite=overwrite) as f:
         json.dump(record, f)
     return Path(path)
