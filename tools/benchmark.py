@@ -182,6 +182,67 @@ def run_levers(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
 
 
+# --- the dentition decoder, stage by stage -------------------------------------------------------------
+
+def run_decoding(args: argparse.Namespace) -> None:
+    """From one checkpoint, the test patients scored after each decoder stage (none = one sample + argmax,
+    argmax = full resolution, graphcut, full = instances numbered along the arch), with instance quality
+    and seconds per scan on real jaws and on meshes upsampled to ``--sizes`` vertices."""
+    import numpy as np
+
+    from geot.analysis.experiment import score_scans
+    from geot.decode import instance_quality
+    from geot.engine.predict import Segmenter
+    from geot.io.teeth3ds import find_scans, read_scan
+
+    split = json.loads((args.run / "split.json").read_text())
+    by_name = {f.name: f for f in find_scans(args.data)}
+    test = [by_name[n] for n in split["test"]]
+    timed = test[: args.timed]
+    with tempfile.TemporaryDirectory() as tmp:
+        big = [upsampled(test[0].mesh, size, Path(tmp) / f"up{size}") for size in args.sizes]
+        for stage in args.stages:
+            segmenter = Segmenter.load(args.run, device="cpu", decode=stage)
+            out = args.run / f"decoding-{stage}"
+            report = score_scans(segmenter, test, out / "predictions", out / "evaluation")
+            quality: dict[str, int] = {}
+            for entry in test:
+                truth = read_scan(entry.mesh, entry.labels)
+                pred = json.loads((out / "predictions" / f"{entry.name}.json").read_text())
+                for key, value in instance_quality(np.array(pred["instances"]), truth.instances).items():
+                    quality[key] = quality.get(key, 0) + value
+            seconds = []
+            for entry in timed:
+                scan = read_scan(entry.mesh, labels=False)
+                t = time.perf_counter()
+                segmenter.predict(scan)
+                seconds.append(time.perf_counter() - t)
+            large = {}
+            for path in big:
+                scan = read_scan(path, labels=False, jaw=test[0].jaw)
+                t = time.perf_counter()
+                segmenter.predict(scan)
+                large[str(scan.num_vertices)] = time.perf_counter() - t
+            overall = report.summary["overall"]
+            row = {"run": str(args.run.relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run),
+                   "stage": stage, "test_scans": len(test),
+                   **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
+                   "jaws_with_duplicated_code": report.summary["jaws_with_duplicated_code"],
+                   "jaws_with_missing_tooth": report.summary["jaws_with_missing_tooth"],
+                   "instances": quality, "median_s_per_scan": statistics.median(seconds),
+                   "s_large_mesh": large, "threads": torch_threads(),
+                   "hardware": hardware(), "command": command_line(), "date": time.strftime("%Y-%m-%d")}
+            row["key"] = f"{row['run']}|{stage}"
+            put_row("decoding", row, key="key")
+            print(json.dumps({k: v for k, v in row.items() if k not in ("command", "hardware")}), flush=True)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 # --- inference speed -----------------------------------------------------------------------------------
 
 _PREDICT_ONE = r"""
@@ -551,6 +612,12 @@ def main() -> None:
     lev.add_argument("--seed", type=int, default=0)
     lev.add_argument("--set", nargs="*", default=[], help="config overrides key=value: the lever")
     lev.add_argument("--resume", action="store_true")
+    dec = sub.add_parser("decoding", help="a run's test patients after each decoder stage, with timings")
+    dec.add_argument("run", type=Path)
+    dec.add_argument("--data", type=Path, default=DATA)
+    dec.add_argument("--stages", nargs="+", default=["none", "argmax", "graphcut", "full"])
+    dec.add_argument("--timed", type=int, default=5, help="test scans timed one by one")
+    dec.add_argument("--sizes", nargs="*", type=int, default=[100_000])
     inf = sub.add_parser("inference", help="seconds per scan for geot predict, real and upsampled meshes")
     inf.add_argument("model", type=Path)
     inf.add_argument("--data", type=Path, default=DATA)
@@ -583,7 +650,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what != "report" and not Path(getattr(args, "data", DATA)).is_dir():
         sys.exit(f"{args.data}: real scans not found (see ../shared/data/README)")
-    runners = {"accuracy": run_accuracy, "levers": run_levers, "inference": run_inference, "training": run_training,
+    runners = {"accuracy": run_accuracy, "levers": run_levers, "decoding": run_decoding, "inference": run_inference,
+               "training": run_training,
                "training-one": run_training_one, "diagnose": run_diagnose,
                "report": run_report}
     runners[args.what](args)
