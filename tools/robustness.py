@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -241,8 +242,9 @@ def main() -> None:
                                                      if args.model.resolve().is_relative_to(ROOT) else args.model)
     record = {"model": model, "scans": len(scans), "transforms": transforms,
               "seconds_per_scan": step_seconds(scans), "minutes": (time.time() - start) / 60,
-              "match_tolerance": MATCH, "seed": args.seed, "data": str(args.data), "hardware": hardware(),
-              "command": command_line().replace("benchmark.py", "robustness.py"), "date": time.strftime("%Y-%m-%d")}
+              "match_tolerance": MATCH, "seed": args.seed, "data": os.path.relpath(args.data, ROOT),
+              "hardware": hardware(), "command": command_line().replace("benchmark.py", "robustness.py").strip(),
+              "date": time.strftime("%Y-%m-%d")}
     put_row("robustness", record, key="model")
     print("\n" + "\n".join(table(record)))
     original = record["transforms"]["original"]
