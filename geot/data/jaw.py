@@ -21,10 +21,13 @@ A detected jaw is a fallback to report with its confidence, never a reason to ov
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.spatial import ConvexHull, Delaunay, QhullError, cKDTree
 
 from geot.data.features import canonical_frame
+from geot.errors import ScanError
 from geot.labels import Jaw, check_jaw
 
 # cue -> (threshold, unit): a cue votes tanh((value - threshold) / unit), positive for upper. Thresholds sit
@@ -32,6 +35,7 @@ from geot.labels import Jaw, check_jaw
 _CUES = {"palate": (0.805, 0.04), "high front": (0.527, -0.05)}
 _GRID = 0.02  # spacing of the probes over the arch's outline, unit-sphere units (about 1 mm)
 CONFLICT = 0.8  # a named jaw is contradicted only by a detection at least this confident
+MIN_CONFIDENCE = 0.5  # a jaw nobody named is detected only from this confidence on
 
 
 def jaw_cues(pos: np.ndarray) -> dict[str, float]:
@@ -85,3 +89,28 @@ def jaw_conflict(named_jaw: str, vertices: np.ndarray, faces: np.ndarray | None 
         return None
     return (f"named the {named} jaw, but its shape says {detected} (confidence {confidence:.2f}); "
             f"check the file name or --jaw")
+
+
+@dataclass(frozen=True)
+class JawReading:
+    """Which jaw a scan is, and who said so."""
+
+    jaw: Jaw
+    source: str                       # argument | json | name | header | detected
+    confidence: float | None = None   # for a detected jaw
+    warning: str | None = None        # the shape contradicts the named jaw
+
+
+def settle_jaw(vertices: np.ndarray, faces: np.ndarray | None, named: str | None, source: str | None,
+               path: object = None) -> JawReading:
+    """The named jaw (with a warning when the shape clearly says the other), or the detected one.
+
+    A detection is trusted only from :data:`MIN_CONFIDENCE` on; below, the jaw must be named (ScanError).
+    """
+    if named is not None:
+        return JawReading(check_jaw(named), source or "argument", None, jaw_conflict(named, vertices, faces))
+    detected, confidence = detect_jaw(vertices, faces)
+    if confidence < MIN_CONFIDENCE:
+        raise ScanError(path or "scan", f"jaw not named and not clear from the shape (looks {detected}, confidence "
+                                        f"{confidence:.2f}): name the file <ID>_lower/<ID>_upper or pass --jaw")
+    return JawReading(detected, "detected", confidence)

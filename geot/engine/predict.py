@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 from geot import labels as fdi
 from geot.config import Config
 from geot.data.dataset import PreparedScan, prepare
+from geot.data.jaw import JawReading, settle_jaw
 from geot.engine.inference import Posteriors, resolve_device, segment
 from geot.errors import CheckpointError, GeotError, ScanError
 from geot.io.atomic import atomic_write
@@ -121,7 +123,7 @@ class Segmenter:
         return prepared, segment(self.model, prepared, self.cfg.data.num_points, self.cfg.data.curvature,
                                  self.device, seed=self.cfg.seed, passes=passes)
 
-    def predict(self, scan: Scan, mirrored: bool = False) -> Prediction:
+    def predict(self, scan: Scan, mirrored: bool = False, jaw: JawReading | None = None) -> Prediction:
         """Segment every vertex of ``scan`` (its jaw must be known) and decode the dentition.
 
         The scan is processed in a canonical vertex order, so the result depends on its geometry, not on the
@@ -131,8 +133,9 @@ class Segmenter:
         from geot.decode import DecodeOptions, decode
 
         canon, order = scan.in_canonical_order()
-        stage, warnings = self.decode, []
+        stage = self.decode
         prepared, post = self.posteriors(canon, passes=1 if stage == "none" else None)
+        warnings = list(prepared.warnings) + ([jaw.warning] if jaw is not None and jaw.warning else [])
         probs = post.probs
         if self.rule is not None:  # a prediction rule replaces the argmax; the decoder is not run
             with torch.no_grad():
@@ -157,8 +160,9 @@ class Segmenter:
         back[order] = np.arange(len(order))
         classes, instances, probs = classes[back], instances[back], probs[back]
         codes = fdi.class_to_fdi(classes, scan.jaw)
-        return Prediction(classes, codes, probs, instances, tooth_table(scan.vertices, codes, instances, probs,
-                                                                          classes), warnings, stage)
+        return Prediction(classes, codes, probs, instances,
+                          tooth_table(scan.vertices, codes, instances, probs, classes), warnings, stage,
+                          jaw.source if jaw else None, jaw.confidence if jaw else None, prepared.frame_confidence)
 
     def explain(self, scan: Scan, explainers: Sequence[str] = ("uncertainty", "normgrad")) -> dict[str, np.ndarray]:
         """Per-vertex maps (entropy, margin, saliency, ...) of the given explainer modules."""
@@ -298,9 +302,10 @@ def predict_one(segmenter: Segmenter, entry: ScanFiles, name: str, out_dir: Path
         if not overwrite and all(t.exists() for t in targets.values()):
             return "skipped", entry.mesh, ""
         scan = read_scan(entry.mesh, labels=False, jaw=jaw or entry.jaw)
-        if scan.jaw is None:
-            raise ScanError(entry.mesh, "jaw unknown: name the file <ID>_lower/<ID>_upper or pass --jaw")
-        write_outputs(scan, segmenter.predict(scan, mirrored), targets, segmenter)
+        source = "argument" if jaw else "name" if entry.jaw else "header" if scan.jaw else None
+        reading = settle_jaw(scan.vertices, scan.faces, scan.jaw, source, entry.mesh)
+        scan = dataclasses.replace(scan, jaw=reading.jaw)
+        write_outputs(scan, segmenter.predict(scan, mirrored, reading), targets, segmenter)
         return "written", entry.mesh, ""
     except GeotError as exc:
         return "failed", entry.mesh, str(exc)
