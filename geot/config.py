@@ -96,6 +96,7 @@ class SemiConfig(_Strict):
     unsup_weight: float = 1.0
     rampup_epochs: int = 5            # sigmoid ramp-up of unsup_weight after warm-up
     threshold: float | None = None    # confidence a pseudo label needs; None: the method's default
+    decode_pseudo_labels: bool = False  # pseudo labels through the dentition decoder (each code once, in arch order)
 
     @field_validator("method")
     @classmethod

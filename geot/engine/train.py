@@ -341,8 +341,30 @@ class Trainer:
             ctx.frozen = FrozenPart(frozen.logits[n_lab:n_lab + n_unl], frozen.feats[n_lab:n_lab + n_unl],
                                     frozen.feats[:n_lab])
         with torch.no_grad():
-            targets = state.modules.targets(ctx, state.method.targets(probs_weak))
+            targets = state.method.targets(probs_weak)
+            if self.cfg.semi.decode_pseudo_labels:
+                targets = self._decoded(unl, probs_weak, weak.offsets, targets)
+            targets = state.modules.targets(ctx, targets)
         return state.method(ctx.unl.logits, probs_weak, targets, unl.raw_pos, unl.batch, weight=ctx.target_weight)
+
+    def _decoded(self, unl: Batch, probs: torch.Tensor, offsets: torch.Tensor | None,
+                 targets: torch.Tensor) -> torch.Tensor:
+        """One-hot pseudo labels after the dentition decoder, scan by scan (a kNN graph over the sampled points)."""
+        from geot.decode import ArchPriors, DecodeOptions, decode
+
+        if not hasattr(self, "_priors"):
+            self._priors = {jaw: ArchPriors.from_dict(p) for jaw, p in self.state.priors.items()}
+        out = targets.clone()
+        for i in range(int(unl.batch.max()) + 1):
+            mine = unl.batch == i
+            jaw = JAWS[int(unl.jaw[i])]
+            dentition = decode(probs[mine].double().cpu().numpy(), unl.pos[mine].cpu().numpy(), jaw,
+                               offsets=offsets[mine].cpu().numpy() if offsets is not None else None,
+                               priors=self._priors.get(jaw),
+                               options=DecodeOptions(stage="full" if offsets is not None else "graphcut"))
+            classes = torch.from_numpy(dentition.classes).to(targets.device)
+            out[mine] = torch.nn.functional.one_hot(classes, targets.shape[1]).to(targets.dtype)
+        return out
 
     def end_of_epoch(self, epoch: int, means: dict[str, float], t0: float, c0: float) -> None:
         """Mean logs over processes; on the first process: validate, checkpoint (last, and best by validation), log."""
