@@ -182,6 +182,47 @@ def run_levers(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
 
 
+# --- time to accuracy: a run's snapshots scored on its test patients -------------------------------------
+
+def run_curve(args: argparse.Namespace) -> None:
+    """Score every weight snapshot of a run (``snapshot_every``) on the run's test patients, through the whole
+    prediction pipeline (decoder stage ``--decode``), against the training time spent to reach it."""
+    from geot.analysis.diagnosis import logged_column
+    from geot.analysis.experiment import score_scans
+    from geot.engine.predict import Segmenter
+    from geot.io.teeth3ds import find_scans
+
+    split = json.loads((args.run / "split.json").read_text())
+    by_name = {f.name: f for f in find_scans(args.data)}
+    test = [by_name[n] for n in split["test"]]
+    seconds = list(itertools.accumulate(logged_column(args.run / "log.csv", "seconds")))
+    cpu = list(itertools.accumulate(logged_column(args.run / "log.csv", "cpu_seconds")))
+    points = []
+    for snapshot in sorted((args.run / "checkpoints" / "snapshots").glob("epoch*.pt")):
+        epoch = int(snapshot.stem.removeprefix("epoch"))
+        out = args.run / "curve" / f"{snapshot.stem}-{args.decode}"
+        report = score_scans(Segmenter.load(snapshot, device="cpu", decode=args.decode), test, out / "predictions",
+                             out / "evaluation")
+        overall = report.summary["overall"]
+        points.append({"epoch": epoch, "wall_minutes": seconds[epoch - 1] / 60,
+                       "cpu_minutes": cpu[epoch - 1] / 60 if len(cpu) >= epoch else None,
+                       **{k: overall[k] for k in ("miou", "dice", "tsa", "exp_neg_tla", "tir")},
+                       "jaws_with_duplicated_code": report.summary["jaws_with_duplicated_code"]})
+        print(json.dumps(points[-1]), flush=True)
+    cfg = load_run_config(args.run)
+    record = {"key": f"{args.run.name}|{args.decode}", "run": args.run.name, "decode": args.decode,
+              "method": cfg["semi"]["method"], "fraction": cfg["data"]["labelled_fraction"], "seed": cfg["seed"],
+              "points": points, "test_scans": len(test), "hardware": hardware(), "command": command_line(),
+              "date": time.strftime("%Y-%m-%d")}
+    put_row("curves", record, key="key")
+
+
+def load_run_config(run: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
 # --- the dentition decoder, stage by stage -------------------------------------------------------------
 
 def run_decoding(args: argparse.Namespace) -> None:
@@ -612,6 +653,10 @@ def main() -> None:
     lev.add_argument("--seed", type=int, default=0)
     lev.add_argument("--set", nargs="*", default=[], help="config overrides key=value: the lever")
     lev.add_argument("--resume", action="store_true")
+    cur = sub.add_parser("curve", help="a run's weight snapshots scored on its test patients against time")
+    cur.add_argument("run", type=Path)
+    cur.add_argument("--data", type=Path, default=DATA)
+    cur.add_argument("--decode", default="full", help="decoder stage the snapshots predict with")
     dec = sub.add_parser("decoding", help="a run's test patients after each decoder stage, with timings")
     dec.add_argument("run", type=Path)
     dec.add_argument("--data", type=Path, default=DATA)
@@ -650,10 +695,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.what != "report" and not Path(getattr(args, "data", DATA)).is_dir():
         sys.exit(f"{args.data}: real scans not found (see ../shared/data/README)")
-    runners = {"accuracy": run_accuracy, "levers": run_levers, "decoding": run_decoding, "inference": run_inference,
-               "training": run_training,
-               "training-one": run_training_one, "diagnose": run_diagnose,
-               "report": run_report}
+    runners = {"accuracy": run_accuracy, "levers": run_levers, "curve": run_curve, "decoding": run_decoding,
+               "inference": run_inference, "training": run_training, "training-one": run_training_one,
+               "diagnose": run_diagnose, "report": run_report}
     runners[args.what](args)
 
 
