@@ -19,7 +19,7 @@ import numpy as np
 from geot import labels as fdi
 from geot.decode.graph import cut_weights, unit_normals, vertex_graph
 from geot.decode.graphcut import graph_cut
-from geot.decode.instances import absorb, code_pieces, offset_instances
+from geot.decode.instances import absorb, code_pieces, offset_instances, subgraph
 from geot.decode.numbering import NumberingWeights, instance_stats, number_instances
 from geot.decode.priors import ArchPriors
 from geot.errors import GeotError
@@ -165,20 +165,30 @@ def decode(probs: np.ndarray, points: np.ndarray, jaw: str, faces: np.ndarray | 
     edges = vertex_graph(points, faces, options.knn)
     normals = unit_normals(points, faces) if normals is None else np.asarray(normals, dtype=np.float64)
     weights = cut_weights(points, normals, edges, options.groove)
-    classes, _ = graph_cut(probs, edges, weights, options.smoothness, options.prob_floor, options.cost_scale)
+    cut = dict(smoothness=options.smoothness, floor=options.prob_floor, scale=options.cost_scale)
     if options.stage == "graphcut":
+        classes, _ = graph_cut(probs, edges, weights, **cut)
         instances = _code_instances(classes)
         return Dentition(classes, instances, _table(classes, instances, points, probs, jaw), options.stage)
 
-    foreground = classes > 0
+    # tooth or gingiva first, on the total tooth posterior: a tooth whose mass is split between two codes
+    # is still a tooth
+    gingiva = probs[:, 0]
+    foreground = graph_cut(np.c_[gingiva, 1.0 - gingiva], edges, weights, **cut)[0] == 1
     if offsets is not None:
         width = options.tooth_width or (priors.tooth_width if priors is not None else None) or TOOTH_WIDTH
         instances = offset_instances(points, np.asarray(offsets, dtype=np.float64), foreground, edges, weights,
                                      width, options.peak_radius, options.peak_separation,
                                      options.min_instance_share, options.instance_smoothness,
                                      options.vote_steps, options.seed)
-    else:
-        instances = code_pieces(classes, edges, options.min_instance_share)
+    else:  # fallback: connected pieces of each code, the codes cut among teeth only
+        fg = np.flatnonzero(foreground)
+        local = subgraph(edges, fg, n)
+        teeth = probs[fg, 1:] / np.maximum(probs[fg, 1:].sum(axis=1, keepdims=True), 1e-12)
+        codes = np.zeros(n, dtype=np.int64)
+        if len(fg):
+            codes[fg] = graph_cut(teeth, local, weights[foreground[edges].all(axis=1)], **cut)[0] + 1
+        instances = code_pieces(codes, edges, options.min_instance_share)
     codes = number_instances(instance_stats(instances, points, probs), priors, options.numbering, options.mirrored)
     cls_of = np.r_[0, codes]
     unnumbered = (instances > 0) & (cls_of[instances] == 0)

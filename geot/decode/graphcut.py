@@ -69,10 +69,21 @@ def posterior_costs(probs: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     return -np.log(np.maximum(probs, floor))
 
 
-def expand(energy: PottsEnergy, init: np.ndarray, max_sweeps: int = -1) -> np.ndarray:
-    """Alpha-expansion from ``init`` (V,) until no move lowers the energy (or ``max_sweeps`` sweeps)."""
-    n, num_labels = energy.unary.shape
+def expand(energy: PottsEnergy, init: np.ndarray, labels: np.ndarray | None = None, max_sweeps: int = -1
+           ) -> np.ndarray:
+    """Alpha-expansion from ``init`` (V,) until no move lowers the energy (or ``max_sweeps`` sweeps).
+
+    ``labels`` limits the moves to those labels (plus the ones in ``init``): each label costs one max-flow
+    per sweep, and labels no vertex is likely to take are not worth it.
+    """
     init = np.asarray(init, dtype=np.int64)
+    if labels is not None:
+        labels = np.union1d(labels, init)
+        if len(labels) < energy.unary.shape[1]:
+            sub = PottsEnergy(np.ascontiguousarray(energy.unary[:, labels]), energy.edges, energy.weights,
+                              energy.scale)
+            return labels[expand(sub, np.searchsorted(labels, init), None, max_sweeps)]
+    n, num_labels = energy.unary.shape
     if n < 2 or num_labels < 2 or not len(energy.edges) or not energy.weights.any():
         if not n:
             return init.copy()
@@ -87,14 +98,19 @@ def expand(energy: PottsEnergy, init: np.ndarray, max_sweeps: int = -1) -> np.nd
         cut.set_smooth_cost((1 - np.eye(num_labels)).astype(np.int32))
         for site, label in enumerate(init.tolist()):
             cut.init_label_at_site(site, label)
-        cut.expansion(max_sweeps)
+        cut.expansion(int(max_sweeps))
         return cut.get_labels().astype(np.int64)
     finally:
         cut.destroy_graph()
 
 
 def graph_cut(probs: np.ndarray, edges: np.ndarray, weights: np.ndarray, smoothness: float,
-              floor: float = 1e-6, scale: int = 1000) -> tuple[np.ndarray, PottsEnergy]:
-    """Labels (V,) minimising the Potts energy of ``probs`` (V, L) on the graph, and that energy."""
+              floor: float = 1e-6, scale: int = 1000, candidate: float = 0.1) -> tuple[np.ndarray, PottsEnergy]:
+    """Labels (V,) minimising the Potts energy of ``probs`` (V, L) on the graph, and that energy.
+
+    Only labels whose posterior reaches ``candidate`` somewhere (or that are some vertex's argmax) are
+    tried: a network sure that a tooth is absent leaves that label out of every move.
+    """
     energy = potts_energy(posterior_costs(probs, floor), edges, weights, smoothness, scale)
-    return expand(energy, probs.argmax(axis=1)), energy
+    labels = np.flatnonzero(probs.max(axis=0, initial=0.0) >= candidate)
+    return expand(energy, probs.argmax(axis=1), labels), energy
