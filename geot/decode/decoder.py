@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from geot import labels as fdi
-from geot.decode.graph import cut_weights, unit_normals, vertex_graph
+from geot.decode.graph import cut_weights, supervertices, unit_normals, vertex_graph
 from geot.decode.graphcut import graph_cut
 from geot.decode.instances import absorb, code_pieces, offset_instances, subgraph
 from geot.decode.numbering import NumberingWeights, instance_stats, number_instances
@@ -69,7 +69,7 @@ class DecodeOptions:
     """Settings of :func:`decode`; lengths are in canonical units (the jaw fits the unit sphere)."""
 
     stage: Stage = "full"
-    smoothness: float = 2.0        # Potts weight of a label change across a smooth edge, vs. -log posteriors
+    smoothness: float = 4.0        # Potts weight of a label change across a smooth edge, vs. -log posteriors
     groove: float = 20.0           # concavity (1 / radius) at which an edge costs 1/e as much to cut
     knn: int = 8                   # neighbours per point when there are no faces
     prob_floor: float = 1e-6       # posteriors below this cost as much as this
@@ -80,6 +80,7 @@ class DecodeOptions:
     vote_steps: int = 2            # graph smoothing steps of the votes before the peaks are sought
     min_instance_share: float = 0.25  # instances under this x the median instance size are absorbed
     instance_smoothness: float = 1.0  # Potts weight of the graph cut that settles instance borders
+    max_cut_vertices: int = 20000  # larger meshes are cut on about this many patches (max-flow is superlinear)
     numbering: NumberingWeights = field(default_factory=NumberingWeights)
     mirrored: bool = False         # the source is mirrored: codes 1-8 on +x instead of -x
     seed: int = 0                  # of the vote subset used to find peaks on large meshes
@@ -165,29 +166,31 @@ def decode(probs: np.ndarray, points: np.ndarray, jaw: str, faces: np.ndarray | 
     edges = vertex_graph(points, faces, options.knn)
     normals = unit_normals(points, faces) if normals is None else np.asarray(normals, dtype=np.float64)
     weights = cut_weights(points, normals, edges, options.groove)
+    groups = supervertices(points, edges, options.max_cut_vertices)
     cut = dict(smoothness=options.smoothness, floor=options.prob_floor, scale=options.cost_scale)
     if options.stage == "graphcut":
-        classes, _ = graph_cut(probs, edges, weights, **cut)
+        classes, _ = graph_cut(probs, edges, weights, groups=groups, **cut)
         instances = _code_instances(classes)
         return Dentition(classes, instances, _table(classes, instances, points, probs, jaw), options.stage)
 
     # tooth or gingiva first, on the total tooth posterior: a tooth whose mass is split between two codes
     # is still a tooth
     gingiva = probs[:, 0]
-    foreground = graph_cut(np.c_[gingiva, 1.0 - gingiva], edges, weights, **cut)[0] == 1
+    foreground = graph_cut(np.c_[gingiva, 1.0 - gingiva], edges, weights, groups=groups, **cut)[0] == 1
     if offsets is not None:
         width = options.tooth_width or (priors.tooth_width if priors is not None else None) or TOOTH_WIDTH
         instances = offset_instances(points, np.asarray(offsets, dtype=np.float64), foreground, edges, weights,
                                      width, options.peak_radius, options.peak_separation,
                                      options.min_instance_share, options.instance_smoothness,
-                                     options.vote_steps, options.seed)
+                                     options.vote_steps, options.seed, groups)
     else:  # fallback: connected pieces of each code, the codes cut among teeth only
         fg = np.flatnonzero(foreground)
         local = subgraph(edges, fg, n)
         teeth = probs[fg, 1:] / np.maximum(probs[fg, 1:].sum(axis=1, keepdims=True), 1e-12)
         codes = np.zeros(n, dtype=np.int64)
         if len(fg):
-            codes[fg] = graph_cut(teeth, local, weights[foreground[edges].all(axis=1)], **cut)[0] + 1
+            patches = None if groups is None else np.unique(groups[fg], return_inverse=True)[1]
+            codes[fg] = graph_cut(teeth, local, weights[foreground[edges].all(axis=1)], groups=patches, **cut)[0] + 1
         instances = code_pieces(codes, edges, options.min_instance_share)
     codes = number_instances(instance_stats(instances, points, probs), priors, options.numbering, options.mirrored)
     cls_of = np.r_[0, codes]

@@ -116,14 +116,15 @@ def subgraph(edges: np.ndarray, members: np.ndarray, num_vertices: int) -> np.nd
 
 
 def offset_instances(points: np.ndarray, offsets: np.ndarray, foreground: np.ndarray, edges: np.ndarray,
-                     weights: np.ndarray, tooth_width: float, radius: float = 0.2, separation: float = 0.35,
-                     min_share: float = 0.25, smoothness: float = 1.0, vote_steps: int = 2, seed: int = 0
-                     ) -> np.ndarray:
+                     weights: np.ndarray, tooth_width: float, radius: float = 0.25, separation: float = 0.3,
+                     min_share: float = 0.25, smoothness: float = 1.0, vote_steps: int = 2, seed: int = 0,
+                     groups: np.ndarray | None = None) -> np.ndarray:
     """(V,) instance ids 1..K of the foreground vertices by their centroid votes, 0 elsewhere.
 
     ``weights`` are the Potts weights of ``edges`` (see :func:`geot.decode.graph.cut_weights`). The border
     cut charges a vertex ``|vote - mode|^2 / (2 s^2)`` for joining a mode, with ``s`` the votes' median
-    distance to their nearest mode, against ``smoothness`` x the weight of each edge it cuts.
+    distance to their nearest mode, against ``smoothness`` x the weight of each edge it cuts; ``groups``
+    (V,) lets a large mesh be cut on patches (:func:`geot.decode.graph.supervertices`).
     """
     fg = np.flatnonzero(foreground)
     out = np.zeros(len(points), dtype=np.int64)
@@ -138,7 +139,8 @@ def offset_instances(points: np.ndarray, offsets: np.ndarray, foreground: np.nda
     keep = foreground[edges].all(axis=1)
     costs = np.minimum(dist**2 / (2 * spread**2), 50.0)  # a far-off vote costs no more than a sure miss
     energy = potts_energy(costs, local, weights[keep], smoothness)
-    labels = expand(energy, dist.argmin(axis=1))
+    patches = None if groups is None else np.unique(groups[fg], return_inverse=True)[1]
+    labels = expand(energy, dist.argmin(axis=1), groups=patches)
     labels = one_piece_each(labels, local)
     _, labels = np.unique(labels, return_inverse=True)
     out[fg] = labels + 1

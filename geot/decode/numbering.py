@@ -45,7 +45,7 @@ class NumberingWeights:
     spacing: float = 1.5
     presence: float = 0.5
     cap: float = 5.0             # the most one geometric term can cost, before its weight
-    skip: float = 10.0           # cost of leaving an instance without a code
+    skip: float = 30.0           # cost of leaving an instance without a code: in effect only when forced
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,17 @@ def test_touching_teeth_with_one_code_become_two_instances_with_two_codes() -> N
     assert quality["matched"] == len(jaw.teeth) and quality["merged"] == 0
 
 
+def test_large_meshes_are_cut_on_patches_alike() -> None:
+    jaw = make_jaw("lower", 1)
+    probs, offsets = jaw.posteriors(0), jaw.offsets()
+    fine = decode(probs, jaw.points, "lower", jaw.faces, offsets=offsets)
+    coarse = decode(probs, jaw.points, "lower", jaw.faces, offsets=offsets,
+                    options=DecodeOptions(max_cut_vertices=len(probs) // 4))
+    assert_valid(coarse, len(probs), "lower")
+    assert [t.cls for t in coarse.teeth] == [t.cls for t in fine.teeth]
+    assert np.mean(coarse.classes == fine.classes) > 0.9      # borders move by a patch (about 4 vertices here)
+
+
 def test_point_cloud_uses_a_knn_graph() -> None:
     jaw = make_jaw("lower", 1)
     probs = jaw.posteriors(0)

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.sparse import identity
 
-from geot.decode.graph import concavity, cut_weights, knn_edges, mesh_edges, unit_normals, vertex_graph
+from geot.decode.graph import (
+    adjacency,
+    concavity,
+    cut_weights,
+    knn_edges,
+    mesh_edges,
+    supervertices,
+    unit_normals,
+    vertex_graph,
+)
 from geot.decode.graphcut import expand, graph_cut, posterior_costs, potts_energy
 from tests.decode.conftest import make_jaw
 
@@ -17,22 +27,52 @@ def test_cut_never_raises_the_energy_and_cleans_noise(seed: int, cloud: bool) ->
     faces = None if cloud else jaw.faces
     edges = vertex_graph(jaw.points, faces)
     weights = cut_weights(jaw.points, unit_normals(jaw.points, faces), edges, groove=20.0)
-    probs = jaw.posteriors(seed, noise=1.2)
-    labels, energy = graph_cut(probs, edges, weights, smoothness=2.0)
+    probs = jaw.posteriors(seed, noise=4.0)
+    labels, energy = graph_cut(probs, edges, weights, smoothness=4.0)
     argmax = probs.argmax(axis=1)
     assert energy(labels) <= energy(argmax)
     assert energy(labels) < 0.9 * energy(argmax)  # noisy posteriors leave much to gain
     assert (labels == jaw.classes).mean() > (argmax == jaw.classes).mean() + 0.05
 
 
+def test_cut_on_patches_of_a_large_mesh() -> None:
+    jaw = make_jaw("lower", 1)
+    edges = vertex_graph(jaw.points, jaw.faces)
+    weights = cut_weights(jaw.points, jaw.normals, edges, groove=20.0)
+    groups = supervertices(jaw.points, edges, max_groups=len(jaw.points) // 4)
+    assert groups is not None and len(jaw.points) // 8 < groups.max() + 1 <= len(jaw.points) // 2
+    _, same = np.unique(np.c_[groups, jaw.classes], axis=0, return_inverse=True)
+    assert len(np.unique(same)) < 1.3 * (groups.max() + 1)           # patches rarely straddle two teeth
+    probs = jaw.posteriors(0, noise=4.0)
+    labels, energy = graph_cut(probs, edges, weights, smoothness=4.0, groups=groups)
+    argmax = probs.argmax(axis=1)
+    assert energy(labels) <= energy(argmax)
+    assert (labels == jaw.classes).mean() > (argmax == jaw.classes).mean() + 0.05
+    assert supervertices(jaw.points, edges, max_groups=len(jaw.points)) is None
+
+
+def smooth(labels: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Labels where every vertex agrees with the most common label of its neighbourhood (itself included)."""
+    n = len(labels)
+    adj = adjacency(edges, n) + identity(n)
+    for _ in range(20):
+        votes = (adj @ np.eye(17)[labels]) + 0.1 * np.eye(17)[labels]   # ties keep the vertex's own label
+        new = votes.argmax(axis=1)
+        if (new == labels).all():
+            return labels
+        labels = new
+    raise AssertionError("majority filter did not settle")
+
+
 def test_confident_smooth_prediction_is_left_unchanged() -> None:
     jaw = make_jaw("upper", 2)
     edges = vertex_graph(jaw.points, jaw.faces)
     weights = cut_weights(jaw.points, jaw.normals, edges, groove=20.0)
-    probs = np.full((len(jaw.classes), 17), 0.02 / 16)
-    probs[np.arange(len(probs)), jaw.classes] = 0.98
-    labels, energy = graph_cut(probs, edges, weights, smoothness=2.0)
-    np.testing.assert_array_equal(labels, jaw.classes)
+    truth = smooth(jaw.classes, edges)     # each label is the commonest in its closed neighbourhood
+    probs = np.full((len(truth), 17), 0.001 / 16)
+    probs[np.arange(len(probs)), truth] = 0.999
+    labels, _ = graph_cut(probs, edges, weights, smoothness=4.0)
+    np.testing.assert_array_equal(labels, truth)
 
 
 def test_energy_counts_data_and_cut_edges() -> None:
