@@ -5,8 +5,13 @@ The stages form an ablation chain, chosen by :attr:`DecodeOptions.stage`:
 * ``argmax``: each vertex its most probable class; one instance per code (what ``geot predict`` did);
 * ``graphcut``: + a multi-label graph cut on the mesh (:mod:`geot.decode.graphcut`);
 * ``full``: + tooth instances (:mod:`geot.decode.instances`) numbered along the arch
-  (:mod:`geot.decode.numbering`). With offsets, instances come from centroid votes; without, from the
-  connected pieces of each code after the cut, and :attr:`Dentition.fallback` says so.
+  (:mod:`geot.decode.numbering`). Teeth are first told from gingiva by a two-label cut on the gingiva
+  posterior (a tooth whose mass the network splits between two codes is still a tooth). With offsets,
+  instances come from centroid votes; without, from the connected pieces of each code after a cut among
+  the tooth codes, and :attr:`Dentition.fallback` says so.
+
+Meshes larger than :attr:`DecodeOptions.max_cut_vertices` are cut on patches of about that many
+(:func:`geot.decode.graph.supervertices`): max-flow time grows faster than the mesh.
 """
 
 from __future__ import annotations
@@ -192,7 +197,9 @@ def decode(probs: np.ndarray, points: np.ndarray, jaw: str, faces: np.ndarray | 
             patches = None if groups is None else np.unique(groups[fg], return_inverse=True)[1]
             codes[fg] = graph_cut(teeth, local, weights[foreground[edges].all(axis=1)], groups=patches, **cut)[0] + 1
         instances = code_pieces(codes, edges, options.min_instance_share)
-    codes = number_instances(instance_stats(instances, points, probs), priors, options.numbering, options.mirrored)
+    votes = None if offsets is None else points + np.asarray(offsets, dtype=np.float64)
+    stats = instance_stats(instances, points, probs, votes)
+    codes = number_instances(stats, priors, options.numbering, options.mirrored)
     cls_of = np.r_[0, codes]
     unnumbered = (instances > 0) & (cls_of[instances] == 0)
     classes = absorb(cls_of[instances], ~unnumbered, edges)   # instances left without a code join neighbours

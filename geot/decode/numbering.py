@@ -57,8 +57,13 @@ class InstanceStats:
     type_mass: np.ndarray    # (K, 9) mean posterior of each tooth type (column 0: gingiva)
 
 
-def instance_stats(instances: np.ndarray, points: np.ndarray, probs: np.ndarray) -> InstanceStats:
-    """Centroid, size and mean type posteriors of instances 1..K (``instances`` 0 is gingiva)."""
+def instance_stats(instances: np.ndarray, points: np.ndarray, probs: np.ndarray, votes: np.ndarray | None = None
+                   ) -> InstanceStats:
+    """Centroid, size and mean type posteriors of instances 1..K (``instances`` 0 is gingiva).
+
+    With ``votes`` (V, 3), each point's estimate of its tooth's centroid, the centroid is their median per
+    axis: gum wrongly taken into an instance then cannot drag it out of arch order.
+    """
     k = int(instances.max()) if len(instances) else 0
     tooth = instances > 0
     idx = instances[tooth] - 1
@@ -66,6 +71,11 @@ def instance_stats(instances: np.ndarray, points: np.ndarray, probs: np.ndarray)
     centroid = np.stack([np.bincount(idx, points[tooth, d], k) for d in range(3)], axis=1) / count[:, None]
     dev = ((points[tooth] - centroid[idx]) ** 2).sum(axis=1)
     size = np.sqrt(np.bincount(idx, dev, k) / count)
+    if votes is not None:
+        for i in range(k):
+            members = votes[instances == i + 1]
+            if len(members):
+                centroid[i] = np.median(members, axis=0)
     mean = np.stack([np.bincount(idx, probs[tooth, c], k) for c in range(probs.shape[1])], axis=1) / count[:, None]
     type_mass = np.zeros((k, 9))
     np.add.at(type_mass.T, TYPE_OF_CLASS, mean.T)
