@@ -16,7 +16,7 @@ Meshes larger than :attr:`DecodeOptions.max_cut_vertices` are cut on patches of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -87,6 +87,7 @@ class DecodeOptions:
     instance_smoothness: float = 1.0  # Potts weight of the graph cut that settles instance borders
     max_cut_vertices: int = 20000  # larger meshes are cut on about this many patches (max-flow is superlinear)
     numbering: NumberingWeights = field(default_factory=NumberingWeights)
+    fallback_skip: float = 12.0    # numbering's skip cost for code pieces, often fragments of a tooth
     mirrored: bool = False         # the source is mirrored: codes 1-8 on +x instead of -x
     seed: int = 0                  # of the vote subset used to find peaks on large meshes
 
@@ -199,7 +200,8 @@ def decode(probs: np.ndarray, points: np.ndarray, jaw: str, faces: np.ndarray | 
         instances = code_pieces(codes, edges, options.min_instance_share)
     votes = None if offsets is None else points + np.asarray(offsets, dtype=np.float64)
     stats = instance_stats(instances, points, probs, votes)
-    codes = number_instances(stats, priors, options.numbering, options.mirrored)
+    numbering = options.numbering if offsets is not None else replace(options.numbering, skip=options.fallback_skip)
+    codes = number_instances(stats, priors, numbering, options.mirrored)
     cls_of = np.r_[0, codes]
     unnumbered = (instances > 0) & (cls_of[instances] == 0)
     classes = absorb(cls_of[instances], ~unnumbered, edges)   # instances left without a code join neighbours

@@ -102,3 +102,16 @@ def test_more_instances_than_codes_leaves_some_without_a_code() -> None:
     order = np.argsort(angle)
     pos = ARCH_POSITION[codes[order][codes[order] > 0]]
     assert (np.diff(pos) > 0).all()
+
+
+def test_fallback_keeps_a_tooth_the_priors_never_saw() -> None:
+    # the upper jaw has a third molar (class 8) that none of the scans behind the priors has: unknown
+    # geometry must not make numbering drop it (pieces can be dropped as fragments in the fallback)
+    jaw = make_jaw("upper", 2)
+    priors = synthetic_priors("upper")
+    assert 8 in jaw.teeth and priors.presence[8] == 0.0
+    probs = jaw.posteriors(0, noise=0.5, patch_rate=0.0)
+    out = decode(probs, jaw.points, "upper", jaw.faces, priors=priors)
+    assert out.fallback
+    for cls in jaw.teeth:
+        assert np.mean(out.classes[jaw.classes == cls] == cls) > 0.6, cls
