@@ -12,6 +12,7 @@ Two tables, printed as Markdown:
 
     OMP_NUM_THREADS=1 python tools/decode_bench.py speed
     OMP_NUM_THREADS=1 python tools/decode_bench.py quality --noise 0.2 0.3 0.5
+    OMP_NUM_THREADS=1 python tools/decode_bench.py quality --synthetic 40
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ DATA = ROOT.parent / "shared" / "data" / "iosseg-train"
 
 from geot import labels as fdi  # noqa: E402
 from geot.data.features import point_features  # noqa: E402
+from geot.data.synth import synthetic_scan  # noqa: E402
 from geot.decode import DecodeOptions, decode, estimate_priors, instance_quality  # noqa: E402
 from geot.decode.graph import vertex_graph  # noqa: E402
 from geot.decode.simulate import simulate_offsets, simulate_posteriors  # noqa: E402
+from geot.io.scan import Scan  # noqa: E402
 from geot.io.teeth3ds import find_scans, read_scan  # noqa: E402
 from geot.metrics import challenge_metrics, segmentation_metrics  # noqa: E402
 
@@ -44,10 +47,13 @@ CONFIGS = {  # name -> (stage, with offsets)
 }
 
 
-def load(path: Path) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
+def canonical(scan: Scan) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
     """Patient, jaw, canonical points, faces, true classes of one scan."""
-    scan = read_scan(path)
     return scan.patient, str(scan.jaw), point_features(scan).pos.astype(np.float64), scan.faces, scan.classes()
+
+
+def load(path: Path) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
+    return canonical(read_scan(path))
 
 
 def subdivided(points: np.ndarray, faces: np.ndarray, times: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,6 +78,7 @@ def run_speed(args: argparse.Namespace) -> None:
           "(new vertices take the simulated outputs of their nearest original vertex)\n")
     print("| vertices | " + " | ".join(CONFIGS) + " |")
     print("|---:|" + "---:|" * len(CONFIGS))
+    profiles = []
     for times in (0, 1, 2):
         pts, fcs, source = subdivided(points, faces, times)
         big_probs, big_offsets = probs[source], offsets[source] + points[source] - pts  # same target centroids
@@ -85,11 +92,46 @@ def run_speed(args: argparse.Namespace) -> None:
                 seconds.append(time.process_time() - start)
             cells.append(f"{statistics.median(seconds):.3f} s")
         print(f"| {len(pts):,} | " + " | ".join(cells) + " |", flush=True)
+        profiles.append((len(pts), breakdown(big_probs, pts, jaw, fcs, big_offsets)))
+    print("\nwhere the full decode with offsets spends its time (cProfile, cumulative CPU seconds):\n")
+    print("| vertices | " + " | ".join(STEPS) + " |")
+    print("|---:|" + "---:|" * len(STEPS))
+    for n, row in profiles:
+        print(f"| {n:,} | " + " | ".join(f"{row[s]:.3f} s" for s in STEPS) + " |")
+
+
+STEPS = {  # step -> functions of geot.decode whose cumulative time it is
+    "graph and weights": ("vertex_graph", "unit_normals", "cut_weights", "supervertices"),
+    "tooth/gingiva cut": ("graph_cut",),
+    "instances": ("offset_instances",),
+    "numbering": ("instance_stats", "number_instances"),
+    "absorb, table": ("absorb", "_code_instances", "_table"),
+}
+
+
+def breakdown(probs: np.ndarray, points: np.ndarray, jaw: str, faces: np.ndarray, offsets: np.ndarray
+              ) -> dict[str, float]:
+    """Cumulative CPU seconds of each step of one full decode, from a profile of it."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile(time.process_time)
+    profile.runcall(decode, probs, points, jaw, faces, offsets=offsets)
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (calls, prims, tottime, cumtime, callers)
+    cumulative: dict[str, float] = {}
+    for (file, _, name), (_, _, _, cum, callers) in stats.items():
+        if "geot/decode" in file and not any("geot/decode" in c[0] and c[2] == name for c in callers):
+            cumulative[name] = cumulative.get(name, 0.0) + cum
+    return {step: sum(cumulative.get(f, 0.0) for f in names) for step, names in STEPS.items()}
 
 
 def run_quality(args: argparse.Namespace) -> None:
-    paths = sorted(p.mesh for p in find_scans(args.data))[: args.jaws or None]
-    scans = [load(p) for p in paths]
+    if args.synthetic:
+        scans = [canonical(synthetic_scan(i, seed=args.seed)) for i in range(args.synthetic)]
+        source = f"{args.synthetic} synthetic jaws (geot.data.synth, seed {args.seed})"
+    else:
+        scans = [load(p) for p in sorted(p.mesh for p in find_scans(args.data))[: args.jaws or None]]
+        source = f"{len(scans)} real jaws"
     patients = sorted({s[0] for s in scans})
     fold = {p: i % 2 for i, p in enumerate(patients)}
     priors = {(f, jaw): estimate_priors((s[2], s[4]) for s in scans if fold[s[0]] != f and s[1] == jaw)
@@ -112,7 +154,7 @@ def run_quality(args: argparse.Namespace) -> None:
             rows[name].append(row)
     n = len(scans)
     teeth = sum(r["true_teeth"] for r in rows[configs[0][0]])
-    print(f"decoder quality on {n} real jaws ({teeth} teeth), simulated posteriors (seed {args.seed}), "
+    print(f"decoder quality on {source} ({teeth} teeth), simulated posteriors (seed {args.seed}), "
           "priors from the other half of the patients\n")
     print("| decoder | tooth mIoU | TSA | exp(-TLA) | TIR | matched | split | merged | missed | jaws all codes right |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -136,8 +178,9 @@ def main() -> None:
                          help="offset noise, as a share of the median tooth width")
     quality.add_argument("--jaws", type=int, default=0, help="use the first N jaws only (0: all)")
     quality.add_argument("--seed", type=int, default=0)
+    quality.add_argument("--synthetic", type=int, default=0, help="use N synthetic jaws instead of the real ones")
     args = parser.parse_args()
-    if not args.data.is_dir():
+    if not args.data.is_dir() and not getattr(args, "synthetic", 0):
         parser.error(f"{args.data}: no such folder (the real jaws live in ../shared/data/iosseg-train)")
     {"speed": run_speed, "quality": run_quality}[args.command](args)
 
