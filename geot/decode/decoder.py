@@ -5,21 +5,26 @@ The stages form an ablation chain, chosen by :attr:`DecodeOptions.stage`:
 * ``argmax``: each vertex its most probable class; one instance per code (what ``geot predict`` did);
 * ``graphcut``: + a multi-label graph cut on the mesh (:mod:`geot.decode.graphcut`);
 * ``full``: + tooth instances (:mod:`geot.decode.instances`) numbered along the arch
-  (:mod:`geot.decode.numbering`). With offsets, instances come from centroid votes; without, from the
-  connected pieces of each code after the cut, and :attr:`Dentition.fallback` says so.
+  (:mod:`geot.decode.numbering`). Teeth are first told from gingiva by a two-label cut on the gingiva
+  posterior (a tooth whose mass the network splits between two codes is still a tooth). With offsets,
+  instances come from centroid votes; without, from the connected pieces of each code after a cut among
+  the tooth codes, and :attr:`Dentition.fallback` says so.
+
+Meshes larger than :attr:`DecodeOptions.max_cut_vertices` are cut on patches of about that many
+(:func:`geot.decode.graph.supervertices`): max-flow time grows faster than the mesh.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from geot import labels as fdi
-from geot.decode.graph import cut_weights, unit_normals, vertex_graph
+from geot.decode.graph import cut_weights, supervertices, unit_normals, vertex_graph
 from geot.decode.graphcut import graph_cut
-from geot.decode.instances import absorb, code_pieces, offset_instances
+from geot.decode.instances import absorb, code_pieces, offset_instances, subgraph
 from geot.decode.numbering import NumberingWeights, instance_stats, number_instances
 from geot.decode.priors import ArchPriors
 from geot.errors import GeotError
@@ -69,7 +74,7 @@ class DecodeOptions:
     """Settings of :func:`decode`; lengths are in canonical units (the jaw fits the unit sphere)."""
 
     stage: Stage = "full"
-    smoothness: float = 2.0        # Potts weight of a label change across a smooth edge, vs. -log posteriors
+    smoothness: float = 4.0        # Potts weight of a label change across a smooth edge, vs. -log posteriors
     groove: float = 20.0           # concavity (1 / radius) at which an edge costs 1/e as much to cut
     knn: int = 8                   # neighbours per point when there are no faces
     prob_floor: float = 1e-6       # posteriors below this cost as much as this
@@ -80,7 +85,9 @@ class DecodeOptions:
     vote_steps: int = 2            # graph smoothing steps of the votes before the peaks are sought
     min_instance_share: float = 0.25  # instances under this x the median instance size are absorbed
     instance_smoothness: float = 1.0  # Potts weight of the graph cut that settles instance borders
+    max_cut_vertices: int = 20000  # larger meshes are cut on about this many patches (max-flow is superlinear)
     numbering: NumberingWeights = field(default_factory=NumberingWeights)
+    fallback_skip: float = 12.0    # numbering's skip cost for code pieces, often fragments of a tooth
     mirrored: bool = False         # the source is mirrored: codes 1-8 on +x instead of -x
     seed: int = 0                  # of the vote subset used to find peaks on large meshes
 
@@ -165,21 +172,36 @@ def decode(probs: np.ndarray, points: np.ndarray, jaw: str, faces: np.ndarray | 
     edges = vertex_graph(points, faces, options.knn)
     normals = unit_normals(points, faces) if normals is None else np.asarray(normals, dtype=np.float64)
     weights = cut_weights(points, normals, edges, options.groove)
-    classes, _ = graph_cut(probs, edges, weights, options.smoothness, options.prob_floor, options.cost_scale)
+    groups = supervertices(points, edges, options.max_cut_vertices)
+    cut = dict(smoothness=options.smoothness, floor=options.prob_floor, scale=options.cost_scale)
     if options.stage == "graphcut":
+        classes, _ = graph_cut(probs, edges, weights, groups=groups, **cut)
         instances = _code_instances(classes)
         return Dentition(classes, instances, _table(classes, instances, points, probs, jaw), options.stage)
 
-    foreground = classes > 0
+    # tooth or gingiva first, on the total tooth posterior: a tooth whose mass is split between two codes
+    # is still a tooth
+    gingiva = probs[:, 0]
+    foreground = graph_cut(np.c_[gingiva, 1.0 - gingiva], edges, weights, groups=groups, **cut)[0] == 1
     if offsets is not None:
         width = options.tooth_width or (priors.tooth_width if priors is not None else None) or TOOTH_WIDTH
         instances = offset_instances(points, np.asarray(offsets, dtype=np.float64), foreground, edges, weights,
                                      width, options.peak_radius, options.peak_separation,
                                      options.min_instance_share, options.instance_smoothness,
-                                     options.vote_steps, options.seed)
-    else:
-        instances = code_pieces(classes, edges, options.min_instance_share)
-    codes = number_instances(instance_stats(instances, points, probs), priors, options.numbering, options.mirrored)
+                                     options.vote_steps, options.seed, groups)
+    else:  # fallback: connected pieces of each code, the codes cut among teeth only
+        fg = np.flatnonzero(foreground)
+        local = subgraph(edges, fg, n)
+        teeth = probs[fg, 1:] / np.maximum(probs[fg, 1:].sum(axis=1, keepdims=True), 1e-12)
+        codes = np.zeros(n, dtype=np.int64)
+        if len(fg):
+            patches = None if groups is None else np.unique(groups[fg], return_inverse=True)[1]
+            codes[fg] = graph_cut(teeth, local, weights[foreground[edges].all(axis=1)], groups=patches, **cut)[0] + 1
+        instances = code_pieces(codes, edges, options.min_instance_share)
+    votes = None if offsets is None else points + np.asarray(offsets, dtype=np.float64)
+    stats = instance_stats(instances, points, probs, votes)
+    numbering = options.numbering if offsets is not None else replace(options.numbering, skip=options.fallback_skip)
+    codes = number_instances(stats, priors, numbering, options.mirrored)
     cls_of = np.r_[0, codes]
     unnumbered = (instances > 0) & (cls_of[instances] == 0)
     classes = absorb(cls_of[instances], ~unnumbered, edges)   # instances left without a code join neighbours

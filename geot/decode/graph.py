@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from geot.data.features import vertex_normals
@@ -20,7 +21,12 @@ def mesh_edges(faces: np.ndarray, num_vertices: int) -> np.ndarray:
     pairs = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
     pairs = np.sort(pairs, axis=1)
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    keys = np.unique(pairs[:, 0] * num_vertices + pairs[:, 1])
+    return _unique_pairs(pairs, num_vertices)
+
+
+def _unique_pairs(pairs: np.ndarray, num_vertices: int) -> np.ndarray:
+    keys = np.sort(pairs[:, 0] * num_vertices + pairs[:, 1])  # a sort beats np.unique's hashing of wide keys
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
     return np.stack([keys // num_vertices, keys % num_vertices], axis=1)
 
 
@@ -34,8 +40,7 @@ def knn_edges(points: np.ndarray, k: int) -> np.ndarray:
     rows = np.repeat(np.arange(n), k)
     pairs = np.sort(np.stack([rows, nb[:, 1:].reshape(-1)], axis=1), axis=1)
     pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (pairs[:, 1] < n)]  # duplicates of a point come back as itself
-    keys = np.unique(pairs[:, 0] * n + pairs[:, 1])
-    return np.stack([keys // n, keys % n], axis=1)
+    return _unique_pairs(pairs, n)
 
 
 def vertex_graph(points: np.ndarray, faces: np.ndarray | None, k: int = 8) -> np.ndarray:
@@ -74,6 +79,25 @@ def cut_weights(points: np.ndarray, normals: np.ndarray, edges: np.ndarray, groo
     if groove <= 0:
         return np.ones(len(edges))
     return np.exp(-concavity(points, normals, edges) / groove)
+
+
+def supervertices(points: np.ndarray, edges: np.ndarray, max_groups: int) -> np.ndarray | None:
+    """(V,) group ids 0..G-1 with G about ``max_groups`` or fewer: connected pieces of voxel cells.
+
+    Max-flow time grows faster than the mesh, so a large mesh is cut on patches about as fine as a
+    scan of ``max_groups`` vertices; patches never join vertices that the mesh does not connect inside a
+    cell (two touching teeth stay apart). None when the graph is small enough as it is.
+    """
+    n = len(points)
+    if n <= max_groups or not len(edges):
+        return None
+    edge_length = float(np.linalg.norm(points[edges[:, 0]] - points[edges[:, 1]], axis=1).mean())
+    cell = 1.2 * edge_length * np.sqrt(n / max_groups)  # surface samples grow with 1 / spacing^2
+    voxel = np.floor((points - points.min(axis=0)) / cell).astype(np.int64)
+    span = voxel.max(axis=0) + 1
+    cells = (voxel[:, 0] * span[1] + voxel[:, 1]) * span[2] + voxel[:, 2]
+    inside = edges[cells[edges[:, 0]] == cells[edges[:, 1]]]
+    return connected_components(adjacency(inside, n), directed=False)[1]
 
 
 def adjacency(edges: np.ndarray, num_vertices: int) -> csr_matrix:

@@ -19,16 +19,17 @@ from geot.decode.arch import CLASS_AT_POSITION, tooth_centroids
 from geot.labels import NUM_CLASSES
 
 MIN_STD = 0.01        # canonical units (about 0.4 mm): no prior is sharper than this
-MIN_PAIR_SCANS = 3    # fewer joint observations: a pair's step comes from the two teeth's own statistics
+MIN_PAIR_SCANS = 3    # fewer joint observations: a pair's spacing comes from the two teeth's own statistics
+MIN_REL_STD = 0.1     # nor is a distance known better than to 10 %
 
 
 @dataclass(frozen=True, eq=False)
 class ArchPriors:
     """Per-class statistics of labelled jaws in the canonical frame (index 0, gingiva, is unused).
 
-    ``step_mean[a, b]`` is the mean displacement from tooth ``a``'s centroid to tooth ``b``'s in scans
-    holding both; it measures spacing without the spread of whole-arch position. Classes never seen hold
-    NaN, and the decoder then ignores the geometric terms that need them.
+    ``spacing_mean[a, b]`` is the mean distance between the centroids of teeth ``a`` and ``b`` in scans
+    holding both: spacing without the spread of whole-arch position or orientation, and what tells a gap
+    (twice the usual distance) from a shifted code. Classes never seen hold NaN.
     """
 
     n_scans: int
@@ -37,8 +38,8 @@ class ArchPriors:
     centroid_std: np.ndarray    # (17, 3)
     size_mean: np.ndarray       # (17,) RMS distance of a tooth's vertices from its centroid
     size_std: np.ndarray        # (17,)
-    step_mean: np.ndarray       # (17, 17, 3)
-    step_std: np.ndarray        # (17, 17, 3)
+    spacing_mean: np.ndarray    # (17, 17)
+    spacing_std: np.ndarray     # (17, 17)
     tooth_width: float          # median distance between the centroids of arch neighbours
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,7 +50,7 @@ class ArchPriors:
     def from_dict(cls, data: dict[str, Any]) -> ArchPriors:
         """Inverse of :meth:`to_dict`; raise ValueError naming a missing or misshapen field."""
         shapes = {"presence": (17,), "centroid_mean": (17, 3), "centroid_std": (17, 3), "size_mean": (17,),
-                  "size_std": (17,), "step_mean": (17, 17, 3), "step_std": (17, 17, 3)}
+                  "size_std": (17,), "spacing_mean": (17, 17), "spacing_std": (17, 17)}
         missing = [f.name for f in fields(cls) if f.name not in data]
         if missing:
             raise ValueError(f"arch priors lack {', '.join(missing)}")
@@ -106,15 +107,15 @@ def estimate_priors(scans: Iterable[tuple[np.ndarray, np.ndarray]]) -> ArchPrior
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: classes never seen
         c_mean, c_std = np.nanmean(cent, axis=0), np.nanstd(cent, axis=0)
         s_mean, s_std = np.nanmean(size, axis=0), np.nanstd(size, axis=0)
-        steps = cent[:, None, :, :] - cent[:, :, None, :]     # (S, a, b, 3): b minus a
-        st_mean, st_std = np.nanmean(steps, axis=0), np.nanstd(steps, axis=0)
+        dist = np.linalg.norm(cent[:, None, :, :] - cent[:, :, None, :], axis=-1)     # (S, a, b)
+        sp_mean, sp_std = np.nanmean(dist, axis=0), np.nanstd(dist, axis=0)
     both = (seen[:, :, None] & seen[:, None, :]).sum(axis=0)
     c_std, s_std = np.maximum(c_std, MIN_STD), np.maximum(s_std, MIN_STD)
-    # pairs rarely seen together: their step from the two teeth's own statistics
+    # pairs rarely seen together: their spacing from the two teeth's mean positions and spreads
     fallback = both < MIN_PAIR_SCANS
-    st_mean[fallback] = (c_mean[None, :, :] - c_mean[:, None, :])[fallback]
-    st_std[fallback] = np.hypot(c_std[None, :, :], c_std[:, None, :])[fallback]
-    st_std = np.maximum(st_std, MIN_STD)
+    sp_mean[fallback] = np.linalg.norm(c_mean[None, :, :] - c_mean[:, None, :], axis=-1)[fallback]
+    sp_std[fallback] = np.linalg.norm(np.hypot(c_std[None, :, :], c_std[:, None, :]), axis=-1)[fallback]
+    sp_std = np.maximum(sp_std, np.maximum(MIN_STD, MIN_REL_STD * sp_mean))
     # neighbours along the arch: consecutive arch positions both present in a scan
     gaps = [np.linalg.norm(c[b] - c[a])
             for c in cents for a, b in zip(CLASS_AT_POSITION[1:-1], CLASS_AT_POSITION[2:], strict=True)
@@ -122,4 +123,4 @@ def estimate_priors(scans: Iterable[tuple[np.ndarray, np.ndarray]]) -> ArchPrior
     width = float(np.median(gaps)) if gaps else float("nan")
     return ArchPriors(n_scans=len(cents), presence=np.r_[1.0, seen[:, 1:].mean(axis=0)],
                       centroid_mean=c_mean, centroid_std=c_std, size_mean=s_mean, size_std=s_std,
-                      step_mean=st_mean, step_std=st_std, tooth_width=width)
+                      spacing_mean=sp_mean, spacing_std=sp_std, tooth_width=width)

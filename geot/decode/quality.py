@@ -11,8 +11,8 @@ def instance_quality(pred_instances: np.ndarray, true_instances: np.ndarray, sha
 
     With ``overlap(t, p)`` the vertices of true tooth ``t`` in predicted instance ``p``:
 
-    * ``matched``: true teeth with a predicted instance of IoU >= 0.5 with them (one at most, as
-      IoU >= 0.5 pairs are one-to-one);
+    * ``matched``: true teeth with a predicted instance of IoU > 0.5 with them (one at most, as
+      IoU > 0.5 pairs are one-to-one);
     * ``split``: true teeth of which two or more predicted instances each hold >= ``share`` of the tooth;
     * ``merged``: true teeth that share a predicted instance with another true tooth, the instance
       holding >= ``share`` of each;
@@ -41,7 +41,7 @@ def instance_quality(pred_instances: np.ndarray, true_instances: np.ndarray, sha
     return {
         "true_teeth": len(t_size),
         "pred_instances": len(p_size),
-        "matched": int((iou >= 0.5).any(axis=1).sum()),
+        "matched": int((iou > 0.5).any(axis=1).sum()),
         "split": int((holds.sum(axis=1) >= 2).sum()),
         "merged": int((holds & merging[None, :]).any(axis=1).sum()),
         "missed": int((~holds.any(axis=1)).sum()),

@@ -26,7 +26,7 @@ def simulate_offsets(points: np.ndarray, classes: np.ndarray, noise: float,
 
 
 def simulate_posteriors(points: np.ndarray, classes: np.ndarray, edges: np.ndarray, rng: np.random.Generator,
-                        strength: float = 3.0, noise: float = 1.0, smooth_steps: int = 4, blur_steps: int = 3,
+                        strength: float = 10.0, noise: float = 3.0, smooth_steps: int = 4, blur_steps: int = 3,
                         patch_rate: float = 0.3, patch_share: float = 0.35) -> np.ndarray:
     """(V, 17) posteriors: softmax of ``strength`` x one-hot(true) + spatially smoothed noise + patches.
 
