@@ -244,7 +244,8 @@ def test_registry_selftest_rules_explainers_selectors():
 
 
 def test_objectives_average_with_target_weights():
-    """Per-point weights set by filtering target transforms: weight 0 drops a point from every objective."""
+    """Per-point weights set by filtering target transforms: weight 0 drops a point from every objective, and
+    any weights give the weighted mean of the points' own losses."""
     from geot.method.fixmatch import FixMatch
     from geot.method.geot import GeoT, GeoTSettings
     from geot.method.mean_teacher import MeanTeacher
@@ -254,10 +255,14 @@ def test_objectives_average_with_target_weights():
     probs = torch.softmax(torch.randn(40, 17) * 4, 1)
     pos, batch = torch.rand(40, 3), torch.zeros(40, dtype=torch.long)
     keep = torch.arange(40) < 25
+    soft = torch.rand(40) + 0.5
     for objective in (MeanTeacher(), FixMatch(0.0), GeoT(GeoTSettings(idtm=False))):
         targets = objective.targets(probs)
         weighted, _ = objective(logits, probs, targets, pos, batch, weight=keep.float())
         subset, _ = objective(logits[keep], probs[keep], targets[keep], pos[keep], batch[keep])
         torch.testing.assert_close(weighted, subset)
-        unweighted, _ = objective(logits, probs, targets, pos, batch)
-        torch.testing.assert_close(unweighted, objective(logits, probs, targets, pos, batch, weight=None)[0])
+        each = torch.stack([objective(logits[i:i + 1], probs[i:i + 1], targets[i:i + 1], pos[i:i + 1],
+                                      batch[i:i + 1])[0] for i in range(40)])
+        torch.testing.assert_close(objective(logits, probs, targets, pos, batch)[0], each.mean())
+        torch.testing.assert_close(objective(logits, probs, targets, pos, batch, weight=soft)[0],
+                                   (soft * each).sum() / soft.sum())
