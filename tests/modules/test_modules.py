@@ -94,20 +94,29 @@ def test_pskd_targets():
     assert t.alpha(0, 10) == pytest.approx(0.08)
 
 
-def test_lego_entropy_and_dual_kl():
-    ler = DebiasedLocalEntropy(threshold=0.0, momentum=1.0)  # uniform marginal stays uniform
+@pytest.mark.parametrize("temperature, confidence_temperature", [(None, None), (0.05, 0.1)])
+def test_lego_entropy_and_dual_kl(temperature, confidence_temperature):
+    """Defaults (temperature 1 for geot's linear head) and the published temperatures, passed as args."""
+    args = {} if temperature is None else {"temperature": temperature, "confidence_temperature": confidence_temperature}
+    t, conf_t = temperature or 1.0, confidence_temperature or 1.0
+    ler = DebiasedLocalEntropy(threshold=0.0, momentum=1.0, **args)  # uniform marginal stays uniform
     ctx = context()
     loss, logs = ler(ctx)
-    q = torch.softmax(ctx.unl.logits.detach() / 0.05, 1)
-    expected = -(q * torch.log_softmax(ctx.unl.logits.detach() / 0.05, 1)).sum(1).mean()
+    q = torch.softmax(ctx.unl.logits.detach() / t, 1)
+    expected = -(q * torch.log_softmax(ctx.unl.logits.detach() / t, 1)).sum(1).mean()
     torch.testing.assert_close(loss.detach(), expected)  # uniform prior: plain self-entropy
     assert logs["mask"] == 1.0
-    strict = DebiasedLocalEntropy(threshold=0.99)
-    mask = torch.softmax(ctx.unl.logits.detach() / 0.1, 1).max(1).values >= 0.99
+    confidence = torch.softmax(ctx.unl.logits.detach() / conf_t, 1).max(1).values
+    strict = DebiasedLocalEntropy(threshold=confidence.median().item(), **args)  # about half the points pass
+    mask = confidence >= confidence.median()
     assert strict(ctx)[1]["mask"] == pytest.approx(mask.float().mean().item())
     z = torch.randn(30, 17)
     assert kl_between(z, z).item() == pytest.approx(0.0, abs=1e-6)
     assert kl_between(z, z + torch.randn(30, 17)) > 0
+    dual = build_module({"name": "dual_view_kl", "args": {} if temperature is None else {"temperature": 0.1}})
+    weak = z + torch.randn(30, 17)
+    kl, _ = dual(make_ctx(0, 0, 1, logits=z, logits_weak=weak))
+    torch.testing.assert_close(kl, kl_between(weak, z, 1.0 if temperature is None else 0.1))
 
 
 def test_normgrad_identity_and_zero_activation():
@@ -177,6 +186,8 @@ def full_context(p: int = 64, seed: int = 0, epoch: int = 0) -> tuple[StepContex
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = torch.nn.Sequential(torch.nn.Linear(FEAT, FEAT), torch.nn.GELU(), torch.nn.Linear(FEAT, 17))
+    with torch.no_grad():
+        head[-1].weight.mul_(20)  # logits several units apart, as a trained head's (a fresh one's are ~0.3)
     feats = torch.randn(p, FEAT, generator=g, requires_grad=True)
     feats_lab = torch.randn(24, FEAT, generator=g, requires_grad=True)
     logits, logits_lab = head(feats), head(feats_lab)
