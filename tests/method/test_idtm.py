@@ -199,3 +199,24 @@ def test_posterior_estimate_recovers_a_known_noise_process_and_anchors_do_not():
     assert (found["anchor"] - torch.eye(17)).abs().max() < 0.01 and error["anchor"] > 0.09
     # an estimate that transposed the matrix (true class given label) or kept the identity would miss by > 0.05
     assert (truth.T - truth).abs().max() > 0.05 and (truth - torch.eye(17)).abs().max() > 0.09
+
+
+def test_confidence_weighting_weighs_points_by_the_teacher_but_not_the_estimate():
+    torch.manual_seed(4)
+    logits, q = torch.randn(600, 17), torch.softmax(torch.randn(600, 17) * 2, 1)
+    pos, batch = torch.rand(600, 3), torch.zeros(600, dtype=torch.long)
+    conf = q.max(1).values
+    plain = GeoT(GeoTSettings(idtm=False))
+    weighted = GeoT(GeoTSettings(idtm=False, confidence_weighting=True))
+    each = F.cross_entropy(logits, q.argmax(1), reduction="none")
+    loss, _ = weighted(logits, q, weighted.targets(q), pos, batch)
+    torch.testing.assert_close(loss, (conf * each).sum() / conf.sum())
+    assert not torch.isclose(loss, plain(logits, q, plain.targets(q), pos, batch)[0])
+    torch.testing.assert_close(weighted.loss_terms()["pseudo"], loss)
+    states = []
+    for on in (False, True):
+        obj = GeoT(GeoTSettings(class_estimate="posterior", class_ema=0.0, confidence_weighting=on, plgr_weight=0.0))
+        obj(logits, q, obj.targets(q), pos, batch)
+        states.append(obj.state.transition)
+    assert (torch.diagonal(states[0]) < 0.9).all()  # every row was updated
+    torch.testing.assert_close(states[0], states[1])  # the class-level estimate counts every point alike
