@@ -335,7 +335,7 @@ class Trainer:
         ctx.unl = UnlabelledPart(logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl], probs_weak, weak.feats,
                                  torch.stack([unl.scan[unl.batch], unl.vertex], dim=1), unl.raw_pos, unl.batch,
                                  logits[n_lab + n_unl:] if state.modules.needs_weak_student else None)
-        if state.frozen is not None:
+        if state.frozen is not None and state.modules.needs_frozen_student:  # the modules' view of it
             with torch.no_grad():
                 frozen = state.frozen(student.x, student.pos, student.batch)
             ctx.frozen = FrozenPart(frozen.logits[n_lab:n_lab + n_unl], frozen.feats[n_lab:n_lab + n_unl],
