@@ -10,6 +10,7 @@ checkpoint holds lives in one :class:`TrainState`, so ``resume`` continues exact
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -267,7 +268,9 @@ class Trainer:
             views += [Data(x=d.x, pos=d.pos) for d in unl]
         student = Batch.from_data_list(views).to(device)
         unl_batch = Batch.from_data_list(unl).to(device) if unl else None
-        out = self.net(student.x, student.pos, student.batch)
+        with self.autocast():
+            out = self.net(student.x, student.pos, student.batch)
+        out = Outputs(*(t.float() if t is not None else None for t in out))  # losses in float32
         logits, feats = out.logits, out.feats
         n_lab = sum(len(d.pos) for d in lab)
         y = torch.cat([d.y for d in lab]).to(device)
@@ -308,6 +311,11 @@ class Trainer:
         logs["loss"] = loss.item()
         return logs
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for forward passes when ``optim.autocast`` asks for it (a no-op otherwise)."""
+        enabled = self.cfg.optim.autocast == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def _labelled_terms(self, out: Outputs, student: Batch, y: torch.Tensor, n_lab: int
                         ) -> list[tuple[str, float, torch.Tensor]]:
         """(name, weight, value) of the configured loss terms on labelled points besides the method's."""
@@ -329,7 +337,9 @@ class Trainer:
                       "frozen": state.frozen, "student": state.model}[kind]
             if source is None:
                 raise GeotError(f"method {state.method.name!r} asks for pseudo labels from a {kind} it does not keep")
-            weak = source(unl.x, unl.pos, unl.batch)
+            with self.autocast():
+                weak = source(unl.x, unl.pos, unl.batch)
+            weak = Outputs(*(t.float() if t is not None else None for t in weak))
             probs_weak = torch.softmax(weak.logits, dim=1)
         n_unl = len(unl.pos)
         ctx.unl = UnlabelledPart(logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl], probs_weak, weak.feats,

@@ -149,3 +149,13 @@ def test_decoded_pseudo_labels_change_what_the_student_learns(jaws, tmp_path):
         losses[switch] = [float(r["pseudo"]) for r in rows if r.get("pseudo")]
     assert losses[True] and all(np.isfinite(losses[True]))
     assert losses[True] != losses[False]
+
+
+def test_bf16_autocast_trains(jaws, tmp_path):
+    cfg = load_config(overrides={**TINY, "semi.method": "geot", "optim.epochs": 6, "optim.autocast": "bf16",
+                                 "device": "cpu"})
+    train(cfg, gather_data(cfg, jaws, cache_dir=tmp_path / "cache"), tmp_path / "run", progress=False)
+    rows = read_log(tmp_path / "run")
+    assert float(rows[-1]["sup"]) < 0.85 * float(rows[0]["sup"]) and np.isfinite(float(rows[-1]["pseudo"]))
+    weights = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
