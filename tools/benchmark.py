@@ -159,9 +159,9 @@ def run_levers(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, overrides)
     name = f"lever-{args.name}-{args.method}-f{args.fraction:g}-s{args.seed}-{Path(args.config).stem}"
     out = RUNS / name
-    resume = args.resume and (out / "checkpoints" / "last.pt").is_file()
-    data = gather_data(cfg, args.data)
-    train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
+    if not args.record:
+        resume = args.resume and (out / "checkpoints" / "last.pt").is_file()
+        train(cfg, gather_data(cfg, args.data), out, progress=False, resume=resume, overwrite=not resume)
     log = out / "log.csv"
     epochs, val = logged_column(log, "epoch"), {}
     with log.open() as f:
@@ -173,6 +173,7 @@ def run_levers(args: argparse.Namespace) -> None:
             val[int(r["epoch"])] = {"val_miou": float(r["val_miou"]), "cpu_minutes": c / 60, "wall_minutes": w / 60}
     record = {"name": args.name, "run": name, "method": args.method, "fraction": args.fraction, "seed": args.seed,
               "config": Path(args.config).name, "overrides": overrides, "epochs": len(epochs),
+              "stopped_early": len(epochs) < cfg.optim.epochs,
               "steps": len(epochs) * cfg.optim.steps_per_epoch, "curve": val,
               "best_val_miou": max(v["val_miou"] for v in val.values()) if val else None,
               "final_val_miou": val[max(val)]["val_miou"] if val else None,
@@ -623,7 +624,8 @@ def levers_table(records: list[dict[str, Any]]) -> list[str]:
                  if k not in ("semi.method", "data.labelled_fraction", "seed", "optim.epochs", "val_every")}
         last = r["curve"][max(r["curve"], key=int)] if r["curve"] else {}
         text = ", ".join(f"`{k}={v}`" for k, v in lever.items()) or "(cpu-small as shipped)"
-        lines.append(f"| {r['name']} | {text} | {r['method']}, {r['fraction']:.0%} | {r['steps']} | "
+        steps = f"{r['steps']}" + (" (stopped early)" if r.get("stopped_early") else "")
+        lines.append(f"| {r['name']} | {text} | {r['method']}, {r['fraction']:.0%} | {steps} | "
                      f"{r['final_val_miou']:.3f} | {r['best_val_miou']:.3f} | {last.get('cpu_minutes', 0):.0f} | "
                      f"{last.get('wall_minutes', 0):.0f} |")
     return lines
@@ -731,6 +733,7 @@ def main() -> None:
     lev.add_argument("--seed", type=int, default=0)
     lev.add_argument("--set", nargs="*", default=[], help="config overrides key=value: the lever")
     lev.add_argument("--resume", action="store_true")
+    lev.add_argument("--record", action="store_true", help="record the run's log as it is (a run stopped early)")
     cur = sub.add_parser("curve", help="a run's weight snapshots scored on its test patients against time")
     cur.add_argument("run", type=Path)
     cur.add_argument("--data", type=Path, default=DATA)
