@@ -72,7 +72,8 @@ class Segmenter:
         self.source = source  # where it was loaded from (parallel workers reload it)
         self.rule_name = rule
         self.rule = build_module({"name": rule}).to(device) if rule else None  # default: argmax
-        self.priors, self.decode = priors or {}, decode  # priors: ArchPriors per jaw
+        self.priors, self.decode = dict(priors or {}), decode  # priors: ArchPriors per jaw
+        self.notes: list[str] = []  # what loading found wrong with the model, repeated in every prediction
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", rule: str | None = None,
@@ -114,8 +115,14 @@ class Segmenter:
         except RuntimeError as exc:
             first_line = str(exc).splitlines()[0]
             raise CheckpointError(path, f"weights do not fit the configured model ({first_line})") from None
-        priors = {jaw: ArchPriors.from_dict(p) for jaw, p in (priors or {}).items()}
-        return cls(model, cfg, dev, path, rule, priors, decode)
+        segmenter = cls(model, cfg, dev, path, rule, None, decode)
+        for jaw, record in (priors or {}).items():
+            try:
+                segmenter.priors[jaw] = ArchPriors.from_dict(record)
+            except (ValueError, TypeError, KeyError) as exc:  # written by another geot version
+                segmenter.notes.append(f"the model's {jaw}-jaw arch priors are unreadable ({exc}); "
+                                       "numbering without them")
+        return segmenter
 
     def posteriors(self, scan: Scan, passes: int | None = None) -> tuple[PreparedScan, Posteriors]:
         """The scan's canonical features and the network's posteriors (and offsets) for every vertex."""
@@ -135,7 +142,7 @@ class Segmenter:
         canon, order = scan.in_canonical_order()
         stage = self.decode
         prepared, post = self.posteriors(canon, passes=1 if stage == "none" else None)
-        warnings = list(prepared.warnings) + ([jaw.warning] if jaw is not None and jaw.warning else [])
+        warnings = [*self.notes, *prepared.warnings, *([jaw.warning] if jaw is not None and jaw.warning else [])]
         probs = post.probs
         if self.rule is not None:  # a prediction rule replaces the argmax; the decoder is not run
             with torch.no_grad():

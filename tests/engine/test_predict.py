@@ -241,3 +241,16 @@ def test_a_model_without_offset_head_decodes_without_instances_and_says_so(train
     scan = read_scan(find_scans(trained / "new")[0].mesh, labels=False)
     result = Segmenter.load(tmp_path / "run").predict(scan)
     assert result.decoded == "graphcut" and any("offset head" in w for w in result.warnings)
+
+
+def test_unreadable_priors_are_a_warning_not_a_crash(trained, tmp_path):
+    from geot.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(trained / "run" / "checkpoints" / "best.pt")
+    assert set(state["priors"]) <= {"lower", "upper"} and state["priors"]  # the labelled scans' priors travel
+    state["priors"] = {"lower": {"written_by": "another version"}}
+    save_checkpoint(tmp_path / "odd.pt", state)
+    segmenter = Segmenter.load(tmp_path / "odd.pt")
+    scan = read_scan(next(f.mesh for f in find_scans(trained / "new") if f.jaw == "lower"), labels=False)
+    result = segmenter.predict(scan)
+    assert any("arch priors are unreadable" in w for w in result.warnings) and result.decoded == "full"
