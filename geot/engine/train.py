@@ -44,6 +44,8 @@ from geot.metrics import segmentation_metrics
 from geot.models import Outputs, Segmentor, build_model, count_parameters
 from geot.modules import FrozenPart, LabelledPart, ModuleSet, StepContext, UnlabelledPart, build_modules
 
+UNSETTLED = 10**6  # epochs of a time-budgeted run before its budget is settled
+
 
 def draws(n: int, count: int, seed: int, epoch: int, stream: int) -> list[int]:
     """``count`` dataset indices: shuffled passes over ``range(n)``, fixed by (seed, epoch, stream)."""
@@ -100,10 +102,15 @@ def gradient_norms(parts: dict[str, torch.Tensor], model: nn.Module) -> dict[str
 
 
 def learning_rate_factor(opt: OptimConfig) -> Callable[[int], float]:
-    """The learning rate of step ``s`` as a share of ``opt.lr``: linear warm-up, then cosine decay to 0 (or flat)."""
-    total, warm = opt.epochs * opt.steps_per_epoch, opt.warmup_steps
+    """The learning rate of step ``s`` as a share of ``opt.lr``: linear warm-up, then cosine decay to 0 (or flat).
+
+    The length is read at every step, so a time budget (``optim.minutes``) that fixes ``opt.epochs`` during
+    training stretches or shortens the rest of the schedule.
+    """
+    warm = opt.warmup_steps
 
     def factor(s: int) -> float:
+        total = opt.epochs * opt.steps_per_epoch
         if s < warm:
             return (s + 1) / warm
         if opt.schedule == "constant":
@@ -129,6 +136,7 @@ class TrainState:
     best: float = -1.0                     # best validation mIoU so far
     metrics: dict[str, float] = field(default_factory=dict)  # validation numbers of the last epoch
     priors: dict[str, Any] = field(default_factory=dict)    # the decoder's arch priors per jaw (labelled scans)
+    budget_epochs: int | None = None       # epochs a time budget (optim.minutes) settled on, once it has
 
     def state_dict(self) -> dict[str, Any]:
         return {"format_kind": "train", "geot_version": __version__, "epoch": self.epoch, "best_miou": self.best,
@@ -139,7 +147,7 @@ class TrainState:
                 "method": self.method.state_dict(), "modules": self.modules.state_dict(),
                 "frozen": self.frozen.state_dict() if self.frozen is not None else None,
                 "num_parameters": count_parameters(self.model), "metrics": dict(self.metrics),
-                "priors": self.priors}
+                "priors": self.priors, "budget_epochs": self.budget_epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint (also those written before methods and modules had these names)."""
@@ -158,6 +166,9 @@ class TrainState:
         self.epoch, self.best = state["epoch"], state["best_miou"]
         self.metrics = dict(state.get("metrics") or {})
         self.priors = dict(state.get("priors") or self.priors)
+        self.budget_epochs = state.get("budget_epochs")
+        if self.budget_epochs is not None:
+            self.cfg.optim.epochs = self.budget_epochs
 
 
 class Trainer:
@@ -196,8 +207,14 @@ class Trainer:
             save_config(cfg, self.out / "config.yaml")
             with atomic_write(self.out / "split.json", "w") as f:
                 json.dump(data.split.model_dump(), f, indent=1)
+        if cfg.optim.minutes and self.state.budget_epochs is None:
+            cfg.optim.epochs = UNSETTLED  # until the budget is settled: no end, a flat learning rate
         self.log = _CsvLog(self.out / "log.csv", self.state.epoch + 1,
                            self.out / "tensorboard" if cfg.tensorboard else None) if dist.is_main() else None
+        # what epochs cost so far (a resumed run reads its log), for a time budget
+        rows = self.log.rows if self.log is not None else []
+        self.epoch_seconds = [float(r["seconds"]) for r in rows if r.get("seconds")]
+        self.val_seconds: list[float] = []
 
     def _build(self) -> TrainState:
         """Network, method, modules, teacher and optimiser, in an order fixed for reproducibility."""
@@ -219,14 +236,45 @@ class Trainer:
 
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
         """Train from the state's next epoch to the last (or to ``stop_after_epoch``)."""
-        for epoch in range(self.state.epoch + 1, self.cfg.optim.epochs):
+        epoch = self.state.epoch + 1
+        while epoch < self.cfg.optim.epochs:  # a time budget may move the end while training
             t0, c0 = time.time(), time.process_time()
             means = self.run_epoch(epoch)
             self.end_of_epoch(epoch, means, t0, c0)
+            self._settle_budget(epoch)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
+            epoch += 1
         return {"best_val_miou": self.state.best, "epochs": self.cfg.optim.epochs, "out": str(self.out),
                 "parameters": count_parameters(self.state.model)}
+
+    def _settle_budget(self, epoch: int) -> None:
+        """With ``optim.minutes``, fix the number of epochs once the cost of an epoch is known.
+
+        The cost is read where training will spend most of its time: after warm-up when unlabelled scans
+        join (a teacher-student epoch costs about twice a supervised one), over at least three epochs and
+        with validation counted at its share. The first process decides; the number is saved in
+        config.yaml and the checkpoint, so a resumed run keeps it.
+        """
+        opt, cfg = self.cfg.optim, self.cfg
+        if not opt.minutes or self.state.budget_epochs is not None:
+            return
+        epochs = 0
+        phase = cfg.semi.warmup_epochs if self.semi_possible and cfg.semi.warmup_epochs < opt.epochs else 0
+        seconds = self.epoch_seconds[phase:]
+        if dist.is_main() and len(seconds) >= 3 and (self.val_seconds or not self.data.val):
+            per_epoch = float(np.median(seconds)) + (float(np.mean(self.val_seconds)) / cfg.val_every
+                                                      if self.data.val else 0.0)
+            left = opt.minutes * 60 - sum(self.epoch_seconds) - sum(self.val_seconds)
+            epochs = max(epoch + 2, epoch + 1 + int(left / per_epoch))
+        if dist.active():  # every process takes the first one's decision (0: not yet)
+            epochs = int(dist.all_reduce_sum(torch.tensor([epochs], dtype=torch.float64)).item())
+        if not epochs:
+            return
+        opt.epochs = self.state.budget_epochs = epochs
+        if dist.is_main():
+            save_config(cfg, self.out / "config.yaml")
+            _print_row({"time_budget_minutes": opt.minutes, "epochs": epochs})
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """Every step of one epoch; returns each logged number's mean over the steps that logged it."""
@@ -384,12 +432,15 @@ class Trainer:
             totals = dist.all_reduce_sum(torch.tensor(list(means.values()), dtype=torch.float64)) / self.world
             means = dict(zip(means, totals.tolist(), strict=True))
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": state.scheduler.get_last_lr()[0], **means}
+        self.epoch_seconds.append(time.time() - t0)
         if not dist.is_main():  # validation, checkpoints and logs are the first process's job
             dist.barrier()
             return
         last_epoch = epoch + 1 == cfg.optim.epochs
         if self.data.val and ((epoch + 1) % cfg.val_every == 0 or last_epoch):
+            t_val = time.time()
             row.update({f"val_{k}": v for k, v in validate(state.model, self.data.val, cfg, self.device).items()})
+            self.val_seconds.append(time.time() - t_val)
         row["seconds"] = time.time() - t0
         row["cpu_seconds"] = time.process_time() - c0  # this process's CPU time: unaffected by other load
         improved = "val_miou" in row and row["val_miou"] > state.best

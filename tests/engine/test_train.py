@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 
 import numpy as np
 import pytest
@@ -159,3 +160,19 @@ def test_bf16_autocast_trains(jaws, tmp_path):
     assert float(rows[-1]["sup"]) < 0.85 * float(rows[0]["sup"]) and np.isfinite(float(rows[-1]["pseudo"]))
     weights = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+
+
+def test_a_time_budget_fixes_the_epochs_once_their_cost_is_known(jaws, tmp_path):
+    import yaml
+
+    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "optim.epochs": 5, "optim.minutes": 0.15,
+                                 "val_every": 1, "device": "cpu"})
+    t0 = time.time()
+    train(cfg, gather_data(cfg, jaws, cache_dir=tmp_path / "cache"), tmp_path / "run", progress=False)
+    rows = read_log(tmp_path / "run")
+    settled = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["epochs"]
+    assert settled == len(rows) >= 4                            # trained as many epochs as it settled on
+    assert time.time() - t0 < 0.15 * 60 * 3                     # and stopped near the budget, not at 10**6
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["budget_epochs"] == settled and state["config"]["optim"]["epochs"] == settled
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)  # the cosine schedule ended with the run
