@@ -154,6 +154,8 @@ def train(
     split: Annotated[Path | None, typer.Option(help="split.json naming the labelled, unlabelled, val and test "
                                                     "scans of DATA (instead of drawing them).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override optim.epochs.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget: the epochs are fixed to fit it "
+                                                       "(optim.minutes).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the seed.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set optim.lr=1e-3")] = None,
@@ -178,7 +180,7 @@ def train(
 
     overrides = parse_overrides(set_ or [])
     for key, value in (("data.labelled_fraction", labeled_fraction), ("semi.method", method),
-                       ("optim.epochs", epochs), ("seed", seed), ("device", device)):
+                       ("optim.epochs", epochs), ("optim.minutes", minutes), ("seed", seed), ("device", device)):
         if value is not None:
             overrides[key] = value
     if resume:
