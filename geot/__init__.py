@@ -3,6 +3,6 @@
 from geot.errors import CheckpointError, ConfigError, GeotError, ScanError
 from geot.io.scan import Scan
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["CheckpointError", "ConfigError", "GeotError", "Scan", "ScanError", "__version__"]

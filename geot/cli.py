@@ -205,15 +205,20 @@ def predict(
     model: Annotated[Path, typer.Argument(help="Run folder, checkpoint (.pt) or exported bundle folder.")],
     inputs: Annotated[list[Path], typer.Argument(help="Scan files or folders.")],
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
-    format_: Annotated[list[str] | None, typer.Option("--format", help="json, ply, obj, png (repeat).")] = None,
+    format_: Annotated[list[str] | None, typer.Option(
+        "--format", help="json, ply, obj, png, teeth (one mesh per tooth), html (one report page), explain; "
+                         "repeat for several [default: json ply png].")] = None,
     jaw: Annotated[str | None, typer.Option(help="lower | upper, for files whose name does not say.")] = None,
+    decode: Annotated[str, typer.Option(help="Decoder stage: full (instances numbered along the arch), graphcut, "
+                                             "argmax, none (one sample, argmax: geot 0.1).")] = "full",
+    mirrored: Annotated[bool, typer.Option(help="The scans are left-right mirror images (side codes swap).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (default: skip those scans).")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     workers: Annotated[int, typer.Option(help="Parallel worker processes (CPU).")] = 1,
-    rule: Annotated[str | None, typer.Option(help="Prediction rule module, e.g. loki (default argmax).")] = None,
+    rule: Annotated[str | None, typer.Option(help="Prediction rule module instead of the decoder, e.g. loki.")] = None,
     explain: Annotated[bool, typer.Option(help="Also write <name>.explain.npz: entropy, margin, saliency.")] = False,
 ) -> None:
-    """Segment scans; write Teeth3DS JSON, a coloured PLY/OBJ and a PNG per scan."""
+    """Segment scans; write Teeth3DS JSON (labels, instances, teeth table), a coloured PLY/OBJ and a PNG per scan."""
     from rich.progress import track
 
     # before torch loads OpenMP: idle worker threads sleep instead of spinning, which on a shared machine
@@ -223,18 +228,22 @@ def predict(
     from geot.io.teeth3ds import find_scans
     from geot.labels import check_jaw
 
-    segmenter = Segmenter.load(model, device, rule)
+    try:
+        named_jaw = check_jaw(jaw) if jaw else None
+    except ValueError as exc:
+        raise GeotError(f"--jaw: {exc}") from None
+    segmenter = Segmenter.load(model, device, rule, decode=decode)
     files = [f for path in inputs for f in find_scans(path)]
     if not files:
         raise GeotError("no scans found in the given inputs")
     done = track(range(len(files)), description="segmenting", console=err, disable=not sys.stderr.isatty())
     steps = iter(done)
     formats = list(format_ or ("json", "ply", "png")) + (["explain"] if explain else [])
-    report = predict_files(segmenter, files, out, formats,
-                           check_jaw(jaw) if jaw else None, overwrite, on_scan=lambda _: next(steps, None),
-                           workers=workers)
+    report = predict_files(segmenter, files, out, formats, named_jaw, overwrite,
+                           on_scan=lambda _: next(steps, None), workers=workers, mirrored=mirrored)
     console.print(f"segmented {len(report.written)} scan(s) into {out}"
-                  + (f"; skipped {len(report.skipped)} already done" if report.skipped else ""))
+                  + (f"; skipped {len(report.skipped)} already done" if report.skipped else "")
+                  + (f"; report: {report.page}" if report.page else ""))
     for _path, problem in report.failed:
         err.print(f"[red]failed[/] {problem}", highlight=False, soft_wrap=True)
     if report.failed:

@@ -85,6 +85,8 @@ class OptimConfig(_Strict):
     grad_clip: float = 1.0
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_steps: int = 0             # linear learning-rate warm-up before the schedule
+    autocast: Literal["none", "bf16"] = "none"  # bf16: forward passes in bfloat16 where safe (faster on CPUs with
+                                      # AVX-512 BF16 or AMX; weights and optimiser stay float32)
 
 
 class SemiConfig(_Strict):
@@ -96,6 +98,7 @@ class SemiConfig(_Strict):
     unsup_weight: float = 1.0
     rampup_epochs: int = 5            # sigmoid ramp-up of unsup_weight after warm-up
     threshold: float | None = None    # confidence a pseudo label needs; None: the method's default
+    decode_pseudo_labels: bool = False  # pseudo labels through the dentition decoder (each code once, in arch order)
 
     @field_validator("method")
     @classmethod
@@ -116,6 +119,7 @@ class Config(_Strict):
     device: str = "auto"
     val_every: int = 5                # epochs between validations
     snapshot_every: int = 0           # epochs between weight snapshots (checkpoints/snapshots/), 0: none
+    log_grad_norms: bool = False      # log each loss term's gradient norm on the network (first step of epochs)
     tensorboard: bool = False         # also log to out/tensorboard (needs the 'tb' extra)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

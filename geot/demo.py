@@ -45,10 +45,11 @@ def run_demo(out: Path, minutes: float = 3.0, console: Console | None = None) ->
 
     console.rule("3. segment unseen jaws, export the model")
     segmenter = Segmenter.load(out / "run")
-    predicted = predict_files(segmenter, find_scans(new_dir), out / "predictions", overwrite=True)
+    predicted = predict_files(segmenter, find_scans(new_dir), out / "predictions",
+                              ("json", "ply", "png", "teeth", "html"), overwrite=True)
     bundle = export_bundle(out / "run", out / "model", overwrite=True)
-    console.print(f"wrote {len(predicted.written)} predictions (JSON, PLY, PNG) to {out / 'predictions'}; "
-                  f"model bundle in {bundle}")
+    console.print(f"wrote {len(predicted.written)} predictions (JSON with instances and teeth, PLY, PNG, one mesh "
+                  f"per tooth) to {out / 'predictions'}; report {predicted.page}; model bundle in {bundle}")
 
     console.rule("4. evaluation against the ground truth")
     evaluation = evaluate_folders(out / "predictions", new_dir, out / "predictions")
@@ -56,5 +57,6 @@ def run_demo(out: Path, minutes: float = 3.0, console: Console | None = None) ->
     summary = {"best_val_miou": result["best_val_miou"], "unseen": evaluation.summary,
                "seconds": round(time.time() - t0, 1)}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    console.print(f"done in {summary['seconds']:.0f} s; pictures: {out / 'predictions'}/*.png")
+    console.print(f"done in {summary['seconds']:.0f} s; open {predicted.page} in a browser, pictures: "
+                  f"{out / 'predictions'}/*.png")
     return summary

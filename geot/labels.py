@@ -28,10 +28,11 @@ TOOTH_NAMES = ["central incisor", "lateral incisor", "canine", "first premolar",
 
 
 def check_jaw(jaw: str) -> Jaw:
-    """Return ``jaw`` if it names a jaw, else raise ValueError."""
-    if jaw not in JAWS:
+    """The jaw that ``jaw`` names, in any case and padding (``"Lower"``, ``" UPPER"``), else raise ValueError."""
+    name = jaw.strip().lower() if isinstance(jaw, str) else jaw
+    if name not in JAWS:
         raise ValueError(f"unknown jaw {jaw!r}; expected 'lower' or 'upper'")
-    return jaw  # type: ignore[return-value]
+    return name  # type: ignore[return-value]
 
 
 def fdi_codes(jaw: str) -> np.ndarray:
@@ -65,7 +66,7 @@ def fdi_to_class(fdi: np.ndarray, jaw: str) -> np.ndarray:
         raise ValueError(f"FDI codes {bad} are not teeth of the {jaw} jaw "
                          f"(expected 0 and {fdi_codes(jaw)[1]}-{fdi_codes(jaw)[8]}, "
                          f"{fdi_codes(jaw)[9]}-{fdi_codes(jaw)[16]})")
-    return _FDI_TO_CLASS[jaw][fdi]
+    return _FDI_TO_CLASS[check_jaw(jaw)][fdi]
 
 
 def class_to_fdi(classes: np.ndarray, jaw: str) -> np.ndarray:

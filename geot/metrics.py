@@ -195,6 +195,23 @@ def challenge_metrics(vertices: np.ndarray, gt_fdi: np.ndarray, gt_instances: np
     return out
 
 
+def dentition_errors(gt_fdi: np.ndarray, gt_instances: np.ndarray, pred_fdi: np.ndarray) -> dict[str, int]:
+    """The mistakes a dentist sees first, counted over the true teeth of one jaw.
+
+    Each true tooth is read as the code most of its vertices got. ``duplicated_codes``: predicted codes that are
+    the reading of two or more true teeth (one code on two teeth); ``missing_teeth``: true teeth read as
+    gingiva (no tooth found there).
+    """
+    gt_fdi, gt_inst, pred_fdi = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (gt_fdi, gt_instances, pred_fdi))
+    readings = []
+    for tooth in np.unique(gt_inst[gt_inst != 0]):
+        codes, counts = np.unique(pred_fdi[gt_inst == tooth], return_counts=True)
+        readings.append(int(codes[np.argmax(counts)]))
+    readings_arr = np.array(readings, dtype=np.int64)
+    codes, counts = np.unique(readings_arr[readings_arr != 0], return_counts=True)
+    return {"duplicated_codes": int((counts > 1).sum()), "missing_teeth": int((readings_arr == 0).sum())}
+
+
 def challenge_score(tsa: float, tla: float, tir: float) -> float:
     """The challenge's final score ``(TSA + exp(-TLA) + TIR) / 3`` for one scan.
 

@@ -63,7 +63,7 @@ def render_scan(path_png: str | Path, vertices: np.ndarray, faces: np.ndarray | 
     colours = fdi.PALETTE[classes] if classes is not None else np.broadcast_to(GREY, vertices.shape)
 
     normals = vertex_normals(vertices, faces) if mesh else None
-    frame = canonical_frame(vertices, normals, align=True, has_faces=mesh)
+    frame = canonical_frame(vertices, normals, faces=faces)
     pos = frame.apply(vertices)
     if normals is not None:
         normals = frame.apply_vectors(normals)

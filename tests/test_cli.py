@@ -20,7 +20,8 @@ def run(*args: str):
 def test_help_and_version():
     result = run("--help")
     assert result.exit_code == 0
-    for verb in ("synth", "check", "prepare", "train", "predict", "evaluate", "export", "demo", "doctor"):
+    for verb in ("synth", "check", "prepare", "train", "predict", "evaluate", "export", "demo", "doctor", "report",
+                 "modules", "select"):
         assert verb in result.output
     assert run("--version").output.strip() == f"geot {__version__}"
 

@@ -54,3 +54,16 @@ def test_palette_and_names():
     assert labels.PALETTE.shape == (17, 3)
     assert len({tuple(c) for c in labels.PALETTE}) == 17
     assert labels.class_names("lower")[6] == "36 first molar"
+
+
+@pytest.mark.parametrize("given, jaw", [("lower", "lower"), ("Lower", "lower"), (" UPPER ", "upper"),
+                                        ("uPpEr", "upper")])
+def test_check_jaw_accepts_any_case(given, jaw):
+    assert labels.check_jaw(given) == jaw
+    np.testing.assert_array_equal(labels.fdi_to_class(labels.fdi_codes(jaw), given), np.arange(17))
+
+
+@pytest.mark.parametrize("given", ["middle", "", "low", None, 3])
+def test_check_jaw_refuses_what_names_no_jaw(given):
+    with pytest.raises(ValueError, match="unknown jaw"):
+        labels.check_jaw(given)

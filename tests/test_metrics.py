@@ -320,3 +320,14 @@ def test_aggregate_rows_per_jaw_ignores_nan():
 def test_nanmean_skips_nan_and_none():
     assert nanmean([1.0, None, math.nan, 3.0]) == 2.0
     assert math.isnan(nanmean([math.nan, None]))
+
+
+def test_dentition_errors_count_shared_codes_and_lost_teeth():
+    from geot.metrics import dentition_errors
+
+    gt_fdi = np.array([0, 0, 31, 31, 32, 32, 33, 33, 34, 34])
+    gt_inst = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    exact = dentition_errors(gt_fdi, gt_inst, gt_fdi)
+    assert exact == {"duplicated_codes": 0, "missing_teeth": 0}
+    shifted = np.array([0, 0, 31, 31, 31, 31, 0, 0, 33, 34])  # 31 on two teeth, 33 not found, 34 split
+    assert dentition_errors(gt_fdi, gt_inst, shifted) == {"duplicated_codes": 1, "missing_teeth": 1}

@@ -160,9 +160,9 @@ def run_levers(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, overrides)
     name = f"lever-{args.name}-{args.method}-f{args.fraction:g}-s{args.seed}-{Path(args.config).stem}"
     out = RUNS / name
-    resume = args.resume and (out / "checkpoints" / "last.pt").is_file()
-    data = gather_data(cfg, args.data)
-    train(cfg, data, out, progress=False, resume=resume, overwrite=not resume)
+    if not args.record:
+        resume = args.resume and (out / "checkpoints" / "last.pt").is_file()
+        train(cfg, gather_data(cfg, args.data), out, progress=False, resume=resume, overwrite=not resume)
     log = out / "log.csv"
     epochs, val = logged_column(log, "epoch"), {}
     with log.open() as f:
@@ -174,6 +174,7 @@ def run_levers(args: argparse.Namespace) -> None:
             val[int(r["epoch"])] = {"val_miou": float(r["val_miou"]), "cpu_minutes": c / 60, "wall_minutes": w / 60}
     record = {"name": args.name, "run": name, "method": args.method, "fraction": args.fraction, "seed": args.seed,
               "config": Path(args.config).name, "overrides": overrides, "epochs": len(epochs),
+              "stopped_early": len(epochs) < cfg.optim.epochs,
               "steps": len(epochs) * cfg.optim.steps_per_epoch, "curve": val,
               "best_val_miou": max(v["val_miou"] for v in val.values()) if val else None,
               "final_val_miou": val[max(val)]["val_miou"] if val else None,
@@ -181,6 +182,108 @@ def run_levers(args: argparse.Namespace) -> None:
               "hardware": hardware(), "command": command_line(), "date": time.strftime("%Y-%m-%d")}
     put_row("levers", record, key="run")
     print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+
+
+# --- time to accuracy: a run's snapshots scored on its test patients -------------------------------------
+
+def run_curve(args: argparse.Namespace) -> None:
+    """Score every weight snapshot of a run (``snapshot_every``) on the run's test patients, through the whole
+    prediction pipeline (decoder stage ``--decode``), against the training time spent to reach it."""
+    from geot.analysis.diagnosis import logged_column
+    from geot.analysis.experiment import score_scans
+    from geot.engine.predict import Segmenter
+    from geot.io.teeth3ds import find_scans
+
+    split = json.loads((args.run / "split.json").read_text())
+    by_name = {f.name: f for f in find_scans(args.data)}
+    test = [by_name[n] for n in split["test"]]
+    seconds = list(itertools.accumulate(logged_column(args.run / "log.csv", "seconds")))
+    cpu = list(itertools.accumulate(logged_column(args.run / "log.csv", "cpu_seconds")))
+    points = []
+    for snapshot in sorted((args.run / "checkpoints" / "snapshots").glob("epoch*.pt")):
+        epoch = int(snapshot.stem.removeprefix("epoch"))
+        out = args.run / "curve" / f"{snapshot.stem}-{args.decode}"
+        report = score_scans(Segmenter.load(snapshot, device="cpu", decode=args.decode), test, out / "predictions",
+                             out / "evaluation")
+        overall = report.summary["overall"]
+        points.append({"epoch": epoch, "wall_minutes": seconds[epoch - 1] / 60,
+                       "cpu_minutes": cpu[epoch - 1] / 60 if len(cpu) >= epoch else None,
+                       **{k: overall[k] for k in ("miou", "dice", "tsa", "exp_neg_tla", "tir")},
+                       "jaws_with_duplicated_code": report.summary["jaws_with_duplicated_code"]})
+        print(json.dumps(points[-1]), flush=True)
+    cfg = load_run_config(args.run)
+    record = {"key": f"{args.run.name}|{args.decode}", "run": args.run.name, "decode": args.decode,
+              "method": cfg["semi"]["method"], "fraction": cfg["data"]["labelled_fraction"], "seed": cfg["seed"],
+              "points": points, "test_scans": len(test), "hardware": hardware(), "command": command_line(),
+              "date": time.strftime("%Y-%m-%d")}
+    put_row("curves", record, key="key")
+
+
+def load_run_config(run: Path) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+# --- the dentition decoder, stage by stage -------------------------------------------------------------
+
+def run_decoding(args: argparse.Namespace) -> None:
+    """From one checkpoint, the test patients scored after each decoder stage (none = one sample + argmax,
+    argmax = full resolution, graphcut, full = instances numbered along the arch), with instance quality
+    and seconds per scan on real jaws and on meshes upsampled to ``--sizes`` vertices."""
+    import numpy as np
+
+    from geot.analysis.experiment import score_scans
+    from geot.decode import instance_quality
+    from geot.engine.predict import Segmenter
+    from geot.io.teeth3ds import find_scans, read_scan
+
+    split = json.loads((args.run / "split.json").read_text())
+    by_name = {f.name: f for f in find_scans(args.data)}
+    test = [by_name[n] for n in split["test"]]
+    timed = test[: args.timed]
+    with tempfile.TemporaryDirectory() as tmp:
+        big = [upsampled(test[0].mesh, size, Path(tmp) / f"up{size}") for size in args.sizes]
+        for stage in args.stages:
+            segmenter = Segmenter.load(args.run, device="cpu", decode=stage)
+            out = args.run / f"decoding-{stage}"
+            report = score_scans(segmenter, test, out / "predictions", out / "evaluation")
+            quality: dict[str, int] = {}
+            for entry in test:
+                truth = read_scan(entry.mesh, entry.labels)
+                pred = json.loads((out / "predictions" / f"{entry.name}.json").read_text())
+                for key, value in instance_quality(np.array(pred["instances"]), truth.instances).items():
+                    quality[key] = quality.get(key, 0) + value
+            seconds = []
+            for entry in timed:
+                scan = read_scan(entry.mesh, labels=False)
+                t = time.perf_counter()
+                segmenter.predict(scan)
+                seconds.append(time.perf_counter() - t)
+            large = {}
+            for path in big:
+                scan = read_scan(path, labels=False, jaw=test[0].jaw)
+                t = time.perf_counter()
+                segmenter.predict(scan)
+                large[str(scan.num_vertices)] = time.perf_counter() - t
+            overall = report.summary["overall"]
+            row = {"run": str(args.run.relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run),
+                   "stage": stage, "test_scans": len(test),
+                   **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
+                   "jaws_with_duplicated_code": report.summary["jaws_with_duplicated_code"],
+                   "jaws_with_missing_tooth": report.summary["jaws_with_missing_tooth"],
+                   "instances": quality, "median_s_per_scan": statistics.median(seconds),
+                   "s_large_mesh": large, "threads": torch_threads(),
+                   "hardware": hardware(), "command": command_line(), "date": time.strftime("%Y-%m-%d")}
+            row["key"] = f"{row['run']}|{stage}"
+            put_row("decoding", row, key="key")
+            print(json.dumps({k: v for k, v in row.items() if k not in ("command", "hardware")}), flush=True)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 # --- inference speed -----------------------------------------------------------------------------------
@@ -602,10 +705,85 @@ def replace_block(text: str, name: str, lines: list[str]) -> str:
     return head + begin + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1]
 
 
+def levers_table(records: list[dict[str, Any]]) -> list[str]:
+    """One row per training recipe: validation tooth mIoU (argmax) at the end and the time it took."""
+    lines = ["| recipe | overrides | method, labelled | steps | val mIoU, end | val mIoU, best | CPU min | wall min |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r["method"], -r["fraction"], r["name"])):
+        lever = {k: v for k, v in r["overrides"].items()
+                 if k not in ("semi.method", "data.labelled_fraction", "seed", "optim.epochs", "val_every")}
+        last = r["curve"][max(r["curve"], key=int)] if r["curve"] else {}
+        text = ", ".join(f"`{k}={v}`" for k, v in lever.items()) or "(cpu-small as shipped)"
+        steps = f"{r['steps']}" + (" (stopped early)" if r.get("stopped_early") else "")
+        lines.append(f"| {r['name']} | {text} | {r['method']}, {r['fraction']:.0%} | {steps} | "
+                     f"{r['final_val_miou']:.3f} | {r['best_val_miou']:.3f} | {last.get('cpu_minutes', 0):.0f} | "
+                     f"{last.get('wall_minutes', 0):.0f} |")
+    return lines
+
+
+def decoding_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The test patients after each decoder stage, from the same checkpoint."""
+    names = {"none": "argmax of one sample (geot 0.1)", "argmax": "+ full resolution", "graphcut": "+ graph cut",
+             "full": "+ instances and numbering"}
+    lines = ["| checkpoint | decoder | tooth mIoU | Dice | TSA | exp(-TLA) | TIR | jaws: code on 2 teeth | "
+             "jaws: tooth not found | split / merged teeth | s per 8k jaw | s per large mesh |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    order = list(names)
+    for r in sorted(rows, key=lambda r: (r["run"], order.index(r["stage"]) if r["stage"] in order else 9)):
+        q = r["instances"]
+        large = ", ".join(f"{s:.2f} ({int(v) // 1000}k)" for v, s in r["s_large_mesh"].items()) or "-"
+        lines.append(f"| {Path(r['run']).name} | {names.get(r['stage'], r['stage'])} | {r['miou']:.3f} | "
+                     f"{r['dice']:.3f} | {r['tsa']:.3f} | {r['exp_neg_tla']:.3f} | {r['tir']:.3f} | "
+                     f"{r['jaws_with_duplicated_code']} of {r['test_scans']} | {r['jaws_with_missing_tooth']} | "
+                     f"{q['split']} / {q['merged']} of {q['true_teeth']} | {r['median_s_per_scan']:.2f} | {large} |")
+    return lines
+
+
+def curves_table(records: list[dict[str, Any]]) -> list[str]:
+    """Test tooth mIoU (whole pipeline) of each snapshot against training minutes."""
+    lines = ["| run | decoder | epoch | wall minutes | tooth mIoU | Dice | TSA | exp(-TLA) | TIR |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        for p in r["points"]:
+            lines.append(f"| {r['run']} | {r['decode']} | {p['epoch']} | {p['wall_minutes']:.0f} | {p['miou']:.3f} | "
+                         f"{p['dice']:.3f} | {p['tsa']:.3f} | {p['exp_neg_tla']:.3f} | {p['tir']:.3f} |")
+    return lines
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    for r in records:
+        pts = sorted(r["points"], key=lambda p: p["epoch"])
+        ax.plot([p["wall_minutes"] for p in pts], [p["miou"] for p in pts], marker="o",
+                label=f"{r['method']} {r['fraction']:.0%}, seed {r['seed']} ({r['decode']} decoder)")
+    ax.axvline(60, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("training minutes (wall clock, 2-core CPU)")
+    ax.set_ylabel("tooth mIoU, test patients")
+    ax.set_title("time to accuracy, cpu-small recipe on 108 real jaws", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+
+
 def run_report(args: argparse.Namespace) -> None:
-    """Rewrite the tables of docs/benchmarks.md and the plot from docs/results/*.json."""
+    """Rewrite the tables of docs/benchmarks.md and the plots from docs/results/*.json.
+
+    Accuracy rows scored on the test patients fill the main table; rows from before the three-way split
+    (scored on the patients that also chose the checkpoint) go to the appendix.
+    """
     rows = load_rows("accuracy")
-    tables = {"accuracy": accuracy_table(rows), "inference": inference_table(load_rows("inference")),
+    test_rows = [r for r in rows if r.get("scored_on") == "test"]
+    old_rows = [r for r in rows if r.get("scored_on") != "test"]
+    tables = {"accuracy": accuracy_table(test_rows), "accuracy-selection": accuracy_table(old_rows),
+              "levers": levers_table(load_rows("levers")), "decoding": decoding_table(load_rows("decoding")),
+              "curves": curves_table(load_rows("curves")),
+              "inference": inference_table(load_rows("inference")),
               "training": training_table(load_rows("training")), "startup": startup_table(load_rows("startup"))}
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()
@@ -613,9 +791,13 @@ def run_report(args: argparse.Namespace) -> None:
         print("\n".join(lines) + "\n")
         text = replace_block(text, name, lines)
     doc.write_text(text)
-    if rows:
-        plot_accuracy(rows, ROOT / "docs" / "miou_vs_fraction.png")
-    print("rewrote docs/benchmarks.md and docs/miou_vs_fraction.png")
+    if test_rows:
+        plot_accuracy(test_rows, ROOT / "docs" / "miou_vs_fraction.png")
+    if old_rows:
+        plot_accuracy(old_rows, ROOT / "docs" / "miou_vs_fraction-selection.png")
+    if load_rows("curves"):
+        plot_curves(load_rows("curves"), ROOT / "docs" / "time_to_accuracy.png")
+    print("rewrote docs/benchmarks.md and its plots")
 
 
 def main() -> None:
@@ -641,6 +823,17 @@ def main() -> None:
     lev.add_argument("--seed", type=int, default=0)
     lev.add_argument("--set", nargs="*", default=[], help="config overrides key=value: the lever")
     lev.add_argument("--resume", action="store_true")
+    lev.add_argument("--record", action="store_true", help="record the run's log as it is (a run stopped early)")
+    cur = sub.add_parser("curve", help="a run's weight snapshots scored on its test patients against time")
+    cur.add_argument("run", type=Path)
+    cur.add_argument("--data", type=Path, default=DATA)
+    cur.add_argument("--decode", default="full", help="decoder stage the snapshots predict with")
+    dec = sub.add_parser("decoding", help="a run's test patients after each decoder stage, with timings")
+    dec.add_argument("run", type=Path)
+    dec.add_argument("--data", type=Path, default=DATA)
+    dec.add_argument("--stages", nargs="+", default=["none", "argmax", "graphcut", "full"])
+    dec.add_argument("--timed", type=int, default=5, help="test scans timed one by one")
+    dec.add_argument("--sizes", nargs="*", type=int, default=[100_000])
     inf = sub.add_parser("inference", help="seconds per scan for geot predict, real and upsampled meshes")
     inf.add_argument("model", type=Path)
     inf.add_argument("--data", type=Path, default=DATA)
@@ -680,9 +873,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.what != "report" and not Path(getattr(args, "data", DATA)).is_dir():
         sys.exit(f"{args.data}: real scans not found (see ../shared/data/README)")
-    runners = {"accuracy": run_accuracy, "levers": run_levers, "inference": run_inference, "training": run_training,
-               "training-one": run_training_one, "diagnose": run_diagnose, "startup": run_startup,
-               "report": run_report}
+    runners = {"accuracy": run_accuracy, "levers": run_levers, "curve": run_curve, "decoding": run_decoding,
+               "inference": run_inference, "training": run_training, "training-one": run_training_one,
+               "diagnose": run_diagnose, "startup": run_startup, "report": run_report}
     runners[args.what](args)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from geot import labels as fdi
 from geot.data.dataset import ScanDataset, item_generator, load_prepared, point_inputs
+from geot.decode import DecodeOptions, decode
 from geot.engine.inference import segment
 from geot.engine.predict import Segmenter
 from geot.io.teeth3ds import find_scans
@@ -77,23 +78,33 @@ def multi_view_accuracy(model: Any, scans: list[Any], cfg: Any, views: int) -> d
     return {f"{v} view{'s' if v > 1 else ''}": right[v] / total for v in counts}
 
 
-def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1) -> dict[str, Any]:
+def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1, decoded: bool = True
+             ) -> dict[str, Any]:
     """How good are the pseudo labels? The teacher of a run segments its unlabelled scans (whose true
     labels the data folder has), and the errors are sorted by kind: arch neighbours (off by one tooth),
-    teeth further apart, tooth vs gingiva. The IDTM diagonal mass comes from the run's log."""
+    teeth further apart, tooth vs gingiva. With ``decoded``, also how right they are after the dentition
+    decoder (``semi.decode_pseudo_labels``). The IDTM diagonal mass comes from the run's log."""
     # the EMA teacher of the last epoch is what labelled the unlabelled scans
     segmenter = Segmenter.load(run / "checkpoints" / "last.pt", device="cpu", teacher=True)
-    model, cfg = segmenter.model, segmenter.cfg
+    model, cfg, priors = segmenter.model, segmenter.cfg, segmenter.priors
     split = json.loads((run / "split.json").read_text())
     by_name = {f.name: f for f in find_scans(data_dir)}
     conf = np.zeros((fdi.NUM_CLASSES, fdi.NUM_CLASSES), dtype=np.int64)
     confident, confident_right, posteriors, scans = 0, 0, [], []
+    decoded_right = total = 0
     for name in split["unlabelled"]:
         scan = load_prepared(by_name[name], cfg.data.align, cfg.data.curvature)
         scans.append(scan)
         # one sample, as training draws pseudo labels
-        probs = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed, passes=1).probs
+        post = segment(model, scan, cfg.data.num_points, cfg.data.curvature, seed=cfg.seed, passes=1)
+        probs = post.probs
         pred = probs.argmax(1)
+        if decoded:  # the same posteriors through the dentition decoder, as semi.decode_pseudo_labels does
+            jaw = fdi.JAWS[scan.jaw]
+            dentition = decode(probs, scan.pos, jaw, offsets=post.offsets, priors=priors.get(jaw),
+                               options=DecodeOptions(stage="full" if post.offsets is not None else "graphcut"))
+            decoded_right += int((dentition.classes == scan.y).sum())
+        total += len(scan.y)
         posteriors.append(probs)
         np.add.at(conf, (scan.y, pred), 1)
         sure = probs.max(1) >= threshold
@@ -113,6 +124,7 @@ def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1) 
     diag = logged_column(run / "log.csv", "diag")
     return {"run": str(run), "unlabelled_scans": len(split["unlabelled"]),
             "pseudo_label_accuracy": float(np.trace(conf) / conf.sum()),
+            **({"pseudo_label_accuracy_decoded": decoded_right / max(total, 1)} if decoded else {}),
             "pseudo_label_tooth_miou": float(iou[1:][present[1:]].mean()),
             f"share_confident_{threshold:g}": confident / conf.sum(),
             f"accuracy_confident_{threshold:g}": confident_right / max(confident, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -23,7 +24,7 @@ from geot.io.teeth3ds import ScanFiles, read_scan
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"  # 2: winding-proof frames (normals may flip), frame confidence and warnings
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,13 +38,16 @@ class PreparedScan:
     normal: np.ndarray            # (V, 3) float32
     curvature: np.ndarray | None  # (V,) float32
     y: np.ndarray | None          # (V,) class indices, None when unlabelled
+    frame_confidence: float = 1.0  # how sure the canonical frame is (geot.data.features.Frame)
+    warnings: tuple[str, ...] = ()  # what the frame noticed (faces wound inward, orientation uncertain)
 
     @property
     def num_vertices(self) -> int:
         return len(self.pos)
 
     def without_labels(self) -> PreparedScan:
-        return PreparedScan(self.name, self.patient, self.jaw, self.pos, self.normal, self.curvature, None)
+        return PreparedScan(self.name, self.patient, self.jaw, self.pos, self.normal, self.curvature, None,
+                            self.frame_confidence, self.warnings)
 
 
 def prepare(scan: Scan, align: bool = True, curvature: bool = False) -> PreparedScan:
@@ -55,7 +59,7 @@ def prepare(scan: Scan, align: bool = True, curvature: bool = False) -> Prepared
     feats = point_features(scan, align=align, curvature=curvature)
     y = scan.classes() if scan.labels is not None else None
     return PreparedScan(scan.name, scan.patient, fdi.JAWS.index(scan.jaw), feats.pos, feats.normal,
-                        feats.curvature, y)
+                        feats.curvature, y, float(feats.frame.confidence), tuple(feats.frame.warnings))
 
 
 def default_cache_dir() -> Path:
@@ -77,15 +81,21 @@ def load_prepared(files: ScanFiles, align: bool = True, curvature: bool = False,
         try:
             with np.load(cache) as z:
                 return PreparedScan(str(z["name"]), str(z["patient"]), int(z["jaw"]), z["pos"], z["normal"],
-                                    z["curvature"] if curvature else None, z["y"] if z["y"].size else None)
+                                    z["curvature"] if curvature else None, z["y"] if z["y"].size else None,
+                                    float(z["frame_confidence"]), tuple(str(w) for w in z["warnings"]))
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache entry: recompute below and overwrite it
     scan = read_scan(files.mesh, label_file if label_file else False, files.jaw)
+    if scan.jaw is None:  # nothing names it: the scan's shape says (or a ScanError asks for a name)
+        from geot.data.jaw import settle_jaw
+
+        scan = dataclasses.replace(scan, jaw=settle_jaw(scan.vertices, scan.faces, None, None, files.mesh).jaw)
     prepared = prepare(scan, align, curvature)
     buffer = io.BytesIO()
     np.savez(buffer, name=prepared.name, patient=prepared.patient, jaw=prepared.jaw, pos=prepared.pos,
              normal=prepared.normal, curvature=prepared.curvature if curvature else np.zeros(0, np.float32),
-             y=prepared.y if prepared.y is not None else np.zeros(0, np.int64))
+             y=prepared.y if prepared.y is not None else np.zeros(0, np.int64),
+             frame_confidence=prepared.frame_confidence, warnings=np.array(prepared.warnings, dtype=str))
     try:
         with atomic_write(cache) as f:
             f.write(buffer.getvalue())

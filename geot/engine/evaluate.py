@@ -21,11 +21,12 @@ from geot import labels as fdi
 from geot.errors import GeotError, ScanError
 from geot.io.atomic import atomic_write
 from geot.io.teeth3ds import ScanFiles, find_scans, instances_from_labels, read_labels, read_scan
-from geot.metrics import aggregate_rows, challenge_metrics, challenge_score, segmentation_metrics
+from geot.metrics import aggregate_rows, challenge_metrics, challenge_score, dentition_errors, segmentation_metrics
 
 IOU_COLUMNS = [f"iou_{k}" for k in range(fdi.NUM_CLASSES)]
 ROW_COLUMNS = ["name", "jaw", "status", "n_vertices", "miou", "dice", "accuracy", "tsa", "tla",
-               "exp_neg_tla", "tir", "score", "n_gt_teeth", "n_pred_teeth", *IOU_COLUMNS, "error"]
+               "exp_neg_tla", "tir", "score", "n_gt_teeth", "n_pred_teeth", "duplicated_codes", "missing_teeth",
+               *IOU_COLUMNS, "error"]
 # What a scan without a usable prediction scores, as the challenge counts it (TLA itself is left NaN:
 # its exp(-TLA) is what enters the score, and that is 0).
 _ZERO = {"miou": 0.0, "dice": 0.0, "accuracy": 0.0, "tsa": 0.0, "tla": math.nan, "exp_neg_tla": 0.0,
@@ -180,7 +181,8 @@ def _score(name: str, gt: dict[str, Any], pred_path: Path) -> dict[str, Any]:
                            "miou": seg["miou"], "dice": seg["dice"], "accuracy": seg["accuracy"],
                            "tsa": ch["tsa"], "tla": ch["tla"], "exp_neg_tla": ch["exp_neg_tla"],
                            "tir": ch["tir"], "score": challenge_score(ch["tsa"], ch["tla"], ch["tir"]),
-                           "n_gt_teeth": ch["n_gt_teeth"], "n_pred_teeth": ch["n_pred_teeth"]}
+                           "n_gt_teeth": ch["n_gt_teeth"], "n_pred_teeth": ch["n_pred_teeth"],
+                           **dentition_errors(gt["labels"], gt["instances"], labels)}
     row.update(zip(IOU_COLUMNS, seg["per_class_iou"], strict=True))
     row["error"] = ""
     return row
@@ -212,6 +214,8 @@ def summarize(rows: list[dict[str, Any]], missing: list[str], failed: list[tuple
         "n_evaluated": sum(r["status"] == "ok" for r in rows),
         "n_missing": len(missing),
         "n_failed": len(failed),
+        "jaws_with_duplicated_code": sum(r.get("duplicated_codes", 0) > 0 for r in rows if r["status"] == "ok"),
+        "jaws_with_missing_tooth": sum(r.get("missing_teeth", 0) > 0 for r in rows if r["status"] == "ok"),
         "score": groups["overall"]["score"],
         **groups,
         "missing": list(missing),
@@ -263,7 +267,8 @@ def format_report(report: EvaluationReport) -> Any:
     from rich.table import Table  # imported here: only the CLI draws tables
 
     s = report.summary
-    caption = f"{s['n_evaluated']} of {s['n_scans']} scans scored"
+    caption = (f"{s['n_evaluated']} of {s['n_scans']} scans scored; {s['jaws_with_duplicated_code']} with one code "
+               f"on two teeth, {s['jaws_with_missing_tooth']} with a tooth not found")
     if report.missing or report.failed:
         caption += f"; {len(report.missing)} missing and {len(report.failed)} failed count as 0"
     table = Table(title="Evaluation", caption=caption, box=box.SIMPLE_HEAD, collapse_padding=True)

@@ -37,6 +37,7 @@ def export_bundle(run: str | Path, out: str | Path, checkpoint: str = "best", ov
         "labels": {jaw: {str(c): int(code) for c, code in enumerate(fdi.fdi_codes(jaw))} for jaw in fdi.JAWS},
         "palette": fdi.PALETTE.tolist(),
         "training_data": {part: len(names) for part, names in split.items()},
+        "priors": state.get("priors") or {},  # the dentition decoder's arch priors per jaw
     }
     meta = json.dumps(card, sort_keys=True)
     weights = {k: v.contiguous() for k, v in state["model"].items()}
@@ -54,8 +55,9 @@ def export_bundle(run: str | Path, out: str | Path, checkpoint: str = "best", ov
     return out
 
 
-def load_bundle(path: str | Path) -> tuple[dict[str, torch.Tensor], Config]:
-    """Weights and config of a bundle, after checking its checksums."""
+def load_bundle(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dict[str, Any]]:
+    """Weights, config and decoder priors (per jaw, empty for bundles from before the decoder) of a bundle,
+    after checking its checksums."""
     path = Path(path)
     sums = path / "checksums.sha256"
     if sums.is_file():
@@ -71,7 +73,7 @@ def load_bundle(path: str | Path) -> tuple[dict[str, torch.Tensor], Config]:
         raise CheckpointError(path, f"unreadable model bundle ({exc})") from None
     if card.get("format") != BUNDLE_FORMAT:
         raise CheckpointError(path, "not a geot model bundle")
-    return weights, Config.model_validate(card["config"])
+    return weights, Config.model_validate(card["config"]), card.get("priors") or {}
 
 
 def _read_json(path: Path) -> dict:

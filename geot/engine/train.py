@@ -10,6 +10,7 @@ checkpoint holds lives in one :class:`TrainState`, so ``resume`` continues exact
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -36,7 +37,7 @@ from geot.engine.checkpoint import load_checkpoint, save_checkpoint
 from geot.engine.inference import resolve_device, segment
 from geot.errors import GeotError
 from geot.io.atomic import atomic_write
-from geot.labels import NUM_CLASSES
+from geot.labels import JAWS, NUM_CLASSES
 from geot.method import Method, build_method
 from geot.method.losses import offset_loss, soft_dice
 from geot.metrics import segmentation_metrics
@@ -70,6 +71,34 @@ def validate(model: torch.nn.Module, scans: list[PreparedScan], cfg: Config, dev
     return {key: float(np.nanmean([r[key] for r in rows])) for key in ("miou", "dice", "accuracy")}
 
 
+def arch_priors(scans: list[PreparedScan]) -> dict[str, Any]:
+    """The decoder's priors (where each tooth stands, its size, the spacing of neighbours) per jaw, from the
+    labelled training scans only; they travel in checkpoints and bundles."""
+    from geot.decode import estimate_priors
+
+    priors = {}
+    for jaw_index, jaw in enumerate(JAWS):
+        mine = [(s.pos, s.y) for s in scans if s.jaw == jaw_index and s.y is not None]
+        if mine:
+            priors[jaw] = estimate_priors(mine).to_dict()
+    return priors
+
+
+def gradient_norms(parts: dict[str, torch.Tensor], model: nn.Module) -> dict[str, float]:
+    """``grad/<term>``: the norm of each loss term's gradient on the network's parameters (a term that cannot
+    reach them shows 0), to see which terms actually steer the network."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms = {}
+    for name, term in parts.items():
+        if not term.requires_grad:
+            norms[f"grad/{name}"] = 0.0
+            continue
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        norms[f"grad/{name}"] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)
+                                                 or torch.tensor(0.0)))
+    return norms
+
+
 def learning_rate_factor(opt: OptimConfig) -> Callable[[int], float]:
     """The learning rate of step ``s`` as a share of ``opt.lr``: linear warm-up, then cosine decay to 0 (or flat)."""
     total, warm = opt.epochs * opt.steps_per_epoch, opt.warmup_steps
@@ -99,6 +128,7 @@ class TrainState:
     epoch: int = -1                        # the last finished epoch
     best: float = -1.0                     # best validation mIoU so far
     metrics: dict[str, float] = field(default_factory=dict)  # validation numbers of the last epoch
+    priors: dict[str, Any] = field(default_factory=dict)    # the decoder's arch priors per jaw (labelled scans)
 
     def state_dict(self) -> dict[str, Any]:
         return {"format_kind": "train", "geot_version": __version__, "epoch": self.epoch, "best_miou": self.best,
@@ -108,7 +138,8 @@ class TrainState:
                 "teacher": self.teacher.state_dict() if self.teacher is not None else None,
                 "method": self.method.state_dict(), "modules": self.modules.state_dict(),
                 "frozen": self.frozen.state_dict() if self.frozen is not None else None,
-                "num_parameters": count_parameters(self.model), "metrics": dict(self.metrics)}
+                "num_parameters": count_parameters(self.model), "metrics": dict(self.metrics),
+                "priors": self.priors}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint (also those written before methods and modules had these names)."""
@@ -126,6 +157,7 @@ class TrainState:
         torch.set_rng_state(state["rng"])
         self.epoch, self.best = state["epoch"], state["best_miou"]
         self.metrics = dict(state.get("metrics") or {})
+        self.priors = dict(state.get("priors") or self.priors)
 
 
 class Trainer:
@@ -182,29 +214,32 @@ class Trainer:
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt.weight_decay},
                                        {"params": no_decay + extra, "weight_decay": 0.0}], lr=opt.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(opt))
-        return TrainState(cfg, model, method, modules, optimizer, scheduler, teacher)
+        return TrainState(cfg, model, method, modules, optimizer, scheduler, teacher,
+                          priors=arch_priors(self.data.labelled))
 
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
         """Train from the state's next epoch to the last (or to ``stop_after_epoch``)."""
         for epoch in range(self.state.epoch + 1, self.cfg.optim.epochs):
             t0, c0 = time.time(), time.process_time()
-            sums = self.run_epoch(epoch)
-            self.end_of_epoch(epoch, sums, t0, c0)
+            means = self.run_epoch(epoch)
+            self.end_of_epoch(epoch, means, t0, c0)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
         return {"best_val_miou": self.state.best, "epochs": self.cfg.optim.epochs, "out": str(self.out),
                 "parameters": count_parameters(self.state.model)}
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
-        """Every step of one epoch; returns the summed logs."""
+        """Every step of one epoch; returns each logged number's mean over the steps that logged it."""
         cfg, opt, state = self.cfg, self.cfg.optim, self.state
         state.model.train()
         semi_on = self.semi_possible and epoch >= cfg.semi.warmup_epochs
-        if self.state.modules.needs_frozen_student and semi_on and state.frozen is None:
+        wants_frozen = state.modules.needs_frozen_student or state.method.needs_frozen_student
+        if wants_frozen and semi_on and state.frozen is None:
             state.frozen = _frozen(state.model)
         lab_ids = draws(len(self.labelled), opt.steps_per_epoch * opt.batch_labelled, cfg.seed, epoch, 0)
         unl_ids = draws(len(self.unlabelled), opt.steps_per_epoch * opt.batch_unlabelled, cfg.seed, epoch, 1)
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         bar = _progress(self.progress and dist.is_main(), opt.steps_per_epoch, f"epoch {epoch + 1}/{opt.epochs}")
         for step in range(opt.steps_per_epoch):
             # this process's share of the step's scans; sample keys are global, so any split sees the same data
@@ -217,10 +252,11 @@ class Trainer:
             logs = self.train_step(epoch, step, lab, unl)
             for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
             bar.advance(logs)
         bar.close()
         state.modules.on_epoch_end(epoch)
-        return sums
+        return {key: value / counts[key] for key, value in sums.items()}
 
     def train_step(self, epoch: int, step: int, lab: list[Data], unl: list[Data]) -> dict[str, float]:
         """One optimiser step on labelled scans ``lab`` and (after warm-up) unlabelled scans ``unl``."""
@@ -232,15 +268,19 @@ class Trainer:
             views += [Data(x=d.x, pos=d.pos) for d in unl]
         student = Batch.from_data_list(views).to(device)
         unl_batch = Batch.from_data_list(unl).to(device) if unl else None
-        out = self.net(student.x, student.pos, student.batch)
+        with self.autocast():
+            out = self.net(student.x, student.pos, student.batch)
+        out = Outputs(*(t.float() if t is not None else None for t in out))  # losses in float32
         logits, feats = out.logits, out.feats
         n_lab = sum(len(d.pos) for d in lab)
         y = torch.cat([d.y for d in lab]).to(device)
         loss = method.labelled_loss(logits[:n_lab], y)
         logs = {"sup": loss.item()}
+        parts = {"sup": loss}  # each term as it enters the loss, for gradient diagnostics
         for name, weight, term in self._labelled_terms(out, student, y, n_lab):
             loss = loss + weight * term
             logs[name] = term.item()
+            parts[name] = weight * term
         ctx = StepContext(epoch, step, cfg.optim.epochs, state.model.head,
                           LabelledPart(logits[:n_lab], y, feats[:n_lab]))
         if unl_batch is not None:
@@ -250,10 +290,14 @@ class Trainer:
             weight = cfg.semi.unsup_weight * ctx.ramp
             loss = loss + weight * unsup
             logs.update(unsup_logs, unsup_weight=weight)
+            parts.update({k: weight * v for k, v in (method.loss_terms() or {"unsup": unsup}).items()})
         extra_loss, extra_logs = modules.loss(ctx)
         if extra_loss is not None:
             loss = loss + extra_loss
             logs.update(extra_logs)
+            parts["modules"] = extra_loss
+        if cfg.log_grad_norms and step == 0:
+            logs.update(gradient_norms(parts, state.model))
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for module in (method, modules):
@@ -266,6 +310,11 @@ class Trainer:
             state.teacher.update_parameters(state.model)
         logs["loss"] = loss.item()
         return logs
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for forward passes when ``optim.autocast`` asks for it (a no-op otherwise)."""
+        enabled = self.cfg.optim.autocast == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _labelled_terms(self, out: Outputs, student: Batch, y: torch.Tensor, n_lab: int
                         ) -> list[tuple[str, float, torch.Tensor]]:
@@ -283,31 +332,58 @@ class Trainer:
         """Pseudo labels from the weak view, the method's loss on the strong view; fills the step context."""
         state = self.state
         with torch.no_grad():
-            source = state.teacher.module if state.teacher is not None else state.model
-            weak = source(unl.x, unl.pos, unl.batch)
+            kind = state.method.pseudo_label_source(ctx.epoch)
+            source = {"teacher": state.teacher.module if state.teacher is not None else None,
+                      "frozen": state.frozen, "student": state.model}[kind]
+            if source is None:
+                raise GeotError(f"method {state.method.name!r} asks for pseudo labels from a {kind} it does not keep")
+            with self.autocast():
+                weak = source(unl.x, unl.pos, unl.batch)
+            weak = Outputs(*(t.float() if t is not None else None for t in weak))
             probs_weak = torch.softmax(weak.logits, dim=1)
         n_unl = len(unl.pos)
         ctx.unl = UnlabelledPart(logits[n_lab:n_lab + n_unl], feats[n_lab:n_lab + n_unl], probs_weak, weak.feats,
                                  torch.stack([unl.scan[unl.batch], unl.vertex], dim=1), unl.raw_pos, unl.batch,
                                  logits[n_lab + n_unl:] if state.modules.needs_weak_student else None)
-        if state.frozen is not None:
+        if state.frozen is not None and state.modules.needs_frozen_student:  # the modules' view of it
             with torch.no_grad():
                 frozen = state.frozen(student.x, student.pos, student.batch)
             ctx.frozen = FrozenPart(frozen.logits[n_lab:n_lab + n_unl], frozen.feats[n_lab:n_lab + n_unl],
                                     frozen.feats[:n_lab])
         with torch.no_grad():
-            targets = state.modules.targets(ctx, state.method.targets(probs_weak))
+            targets = state.method.targets(probs_weak)
+            if self.cfg.semi.decode_pseudo_labels:
+                targets = self._decoded(unl, probs_weak, weak.offsets, targets)
+            targets = state.modules.targets(ctx, targets)
         return state.method(ctx.unl.logits, probs_weak, targets, unl.raw_pos, unl.batch, weight=ctx.target_weight)
 
-    def end_of_epoch(self, epoch: int, sums: dict[str, float], t0: float, c0: float) -> None:
+    def _decoded(self, unl: Batch, probs: torch.Tensor, offsets: torch.Tensor | None,
+                 targets: torch.Tensor) -> torch.Tensor:
+        """One-hot pseudo labels after the dentition decoder, scan by scan (a kNN graph over the sampled points)."""
+        from geot.decode import ArchPriors, DecodeOptions, decode
+
+        if not hasattr(self, "_priors"):
+            self._priors = {jaw: ArchPriors.from_dict(p) for jaw, p in self.state.priors.items()}
+        out = targets.clone()
+        for i in range(int(unl.batch.max()) + 1):
+            mine = unl.batch == i
+            jaw = JAWS[int(unl.jaw[i])]
+            dentition = decode(probs[mine].double().cpu().numpy(), unl.pos[mine].cpu().numpy(), jaw,
+                               offsets=offsets[mine].cpu().numpy() if offsets is not None else None,
+                               priors=self._priors.get(jaw),
+                               options=DecodeOptions(stage="full" if offsets is not None else "graphcut"))
+            classes = torch.from_numpy(dentition.classes).to(targets.device)
+            out[mine] = torch.nn.functional.one_hot(classes, targets.shape[1]).to(targets.dtype)
+        return out
+
+    def end_of_epoch(self, epoch: int, means: dict[str, float], t0: float, c0: float) -> None:
         """Mean logs over processes; on the first process: validate, checkpoint (last, and best by validation), log."""
         cfg, state = self.cfg, self.state
         state.epoch = epoch
         if dist.active():  # log the mean over processes
-            totals = dist.all_reduce_sum(torch.tensor(list(sums.values()), dtype=torch.float64)) / self.world
-            sums = dict(zip(sums, totals.tolist(), strict=True))
-        row: dict[str, Any] = {"epoch": epoch + 1, "lr": state.scheduler.get_last_lr()[0],
-                               **{k: v / cfg.optim.steps_per_epoch for k, v in sums.items()}}
+            totals = dist.all_reduce_sum(torch.tensor(list(means.values()), dtype=torch.float64)) / self.world
+            means = dict(zip(means, totals.tolist(), strict=True))
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": state.scheduler.get_last_lr()[0], **means}
         if not dist.is_main():  # validation, checkpoints and logs are the first process's job
             dist.barrier()
             return
@@ -326,7 +402,7 @@ class Trainer:
         if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:  # for accuracy-over-time curves
             save_checkpoint(self.ckpt_dir / "snapshots" / f"epoch{epoch + 1:04d}.pt",
                             {k: checkpoint[k] for k in ("format_kind", "geot_version", "epoch", "model", "config",
-                                                        "num_parameters", "metrics")})
+                                                        "num_parameters", "metrics", "priors")})
         assert self.log is not None
         self.log.write(row)
         _print_row(row)

@@ -20,7 +20,12 @@ from geot.io.atomic import atomic_write
 from geot.io.mesh import MESH_SUFFIXES, read_mesh
 from geot.io.scan import Scan, scan_problems
 
-_JAW_IN_NAME = re.compile(r"^(?P<patient>.+?)[_-](?P<jaw>lower|upper)$", re.IGNORECASE)
+# A jaw word stands alone between non-letters ("lowercase" is no jaw word); "jaw" or "arch" may follow it.
+_JAW_WORD = re.compile(r"(?<![a-z])(?P<word>lower|upper|mandible|mandibular|maxilla|maxillary)"
+                       r"(?:[^a-z0-9]*(?:jaw|arch))?(?![a-z])", re.IGNORECASE)
+_JAW_OF_WORD: dict[str, fdi.Jaw] = {"lower": "lower", "mandible": "lower", "mandibular": "lower",
+                                    "upper": "upper", "maxilla": "upper", "maxillary": "upper"}
+_SEPARATORS = " _-.,;+~()[]{}"
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,23 @@ class ScanFiles:
 
 
 def parse_name(stem: str) -> tuple[str, fdi.Jaw | None]:
-    """Patient id and jaw from a Teeth3DS-style name such as ``01A6GW4A_lower``."""
-    match = _JAW_IN_NAME.match(stem)
-    if match is None:
+    """Patient id and jaw from a file name: ``01A6GW4A_lower``, ``lower_scan``, ``Maxilla-P7``, ``scan.UPPER``.
+
+    The jaw is a word anywhere in the name, in any case: lower/mandible/mandibular or upper/maxilla/
+    maxillary. The patient id is the rest of the name without the separators around the jaw word (the
+    whole name if nothing is left). Names with words of both jaws name no jaw.
+    """
+    matches = list(_JAW_WORD.finditer(stem))
+    jaws = {_JAW_OF_WORD[m["word"].lower()] for m in matches}
+    if len(jaws) != 1:
         return stem, None
-    return match["patient"], match["jaw"].lower()  # type: ignore[return-value]
+    rest = stem
+    for match in reversed(matches):  # cut each jaw word with the separators around it, keep one between
+        before = rest[:match.start()].rstrip(_SEPARATORS)
+        after = rest[match.end():].lstrip(_SEPARATORS)
+        gaps = rest[len(before):match.start()] + rest[match.end():len(rest) - len(after)]
+        rest = before + ((gaps[:1] or "_") if before and after else "") + after
+    return rest or stem, jaws.pop()
 
 
 def find_scans(root: str | Path, labels_root: str | Path | None = None) -> list[ScanFiles]:
@@ -185,12 +202,18 @@ def instances_from_labels(fdi_labels: np.ndarray) -> np.ndarray:
 
 
 def write_labels(path: str | Path, fdi_labels: np.ndarray, jaw: str, patient: str,
-                 instances: np.ndarray | None = None, overwrite: bool = True) -> Path:
-    """Write a Teeth3DS label JSON atomically (instances derived from labels when not given)."""
+                 instances: np.ndarray | None = None, overwrite: bool = True,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write a Teeth3DS label JSON atomically (instances derived from labels when not given).
+
+    ``extra`` adds keys beside the Teeth3DS ones (geot writes its ``"geot"`` block there; readers of the
+    format ignore keys they do not know).
+    """
     fdi.fdi_to_class(fdi_labels, jaw)  # refuses codes foreign to the jaw
     fdi_labels = np.asarray(fdi_labels, dtype=np.int64)
     instances = instances_from_labels(fdi_labels) if instances is None else np.asarray(instances, np.int64)
-    record = {"id_patient": patient, "jaw": jaw, "labels": fdi_labels.tolist(), "instances": instances.tolist()}
+    record = {"id_patient": patient, "jaw": jaw, "labels": fdi_labels.tolist(), "instances": instances.tolist(),
+              **(extra or {})}
     with atomic_write(path, "w", overwrite=overwrite) as f:
         json.dump(record, f)
     return Path(path)

@@ -31,9 +31,19 @@ class Method(nn.Module):
 
     name: ClassVar[str] = "method"
     Settings: ClassVar[type[BaseModel] | None] = None  # the method's config section, if it has one
-    needs_teacher: ClassVar[bool] = False              # pseudo labels from an EMA teacher (else the student)
+    needs_teacher: ClassVar[bool] = False              # keeps an EMA teacher of the student
+    needs_frozen_student: ClassVar[bool] = False       # keeps the student as it was when unlabelled scans joined
     learns_from_unlabelled: ClassVar[bool] = True
     hard_targets: bool = True                          # one-hot pseudo labels (False: the posteriors)
+
+    def pseudo_label_source(self, epoch: int) -> str:
+        """Which network makes this epoch's pseudo labels: "teacher" (EMA), "frozen" (the frozen student) or
+        "student" (itself, without gradient)."""
+        return "teacher" if self.needs_teacher else "student"
+
+    def loss_terms(self) -> dict[str, Tensor]:
+        """The parts of the last unlabelled loss, weighted as summed (for per-term gradient diagnostics)."""
+        return {}
 
     @classmethod
     def from_config(cls, cfg: Config) -> Method:

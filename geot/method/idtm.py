@@ -103,11 +103,12 @@ class ClassLevelState(nn.Module):
         """EMA of each class's mean posterior over labelled points of that class.
 
         ``reference_bug`` reproduces the public code's ``probs[target]``, which indexes points by label
-        value: every row becomes the mean of the same few points.
+        value: every row becomes the same mean over the first 17 points, each counted as often as its index
+        occurs as a label.
         """
         c = self.class_means.shape[0]
         if reference_bug:
-            means = probs[torch.arange(c, device=probs.device)].mean(0, keepdim=True).expand(c, -1)
+            means = probs[target].mean(0, keepdim=True).expand(c, -1)
             present = torch.ones(c, dtype=torch.bool, device=probs.device)
         else:
             from geot.distributed import all_reduce_sum

@@ -32,7 +32,7 @@ def scan_figure(geometry: Geometry, jaw: str) -> str:
     mesh = faces is not None and len(faces) > 0
     with np.errstate(invalid="ignore", divide="ignore"):  # a flat or collinear scan has no arch direction
         normals = vertex_normals(vertices, faces) if mesh else None
-        pos = canonical_frame(vertices, normals, align=True, has_faces=mesh).apply(vertices)
+        pos = canonical_frame(vertices, normals, align=True, faces=faces if mesh else None).apply(vertices)
     if not np.isfinite(pos).all():
         pos = canonical_frame(vertices, align=False).apply(vertices)
     quantised = np.clip(np.round(pos / QUANTUM), -32767, 32767).astype(np.int16)

@@ -16,6 +16,7 @@ from geot.engine.export import export_bundle
 from geot.engine.predict import Segmenter, predict_files
 from geot.errors import CheckpointError
 from geot.io.mesh import read_mesh
+from geot.io.scan import Scan
 from geot.io.teeth3ds import find_scans, read_labels, read_scan
 from tests.engine.test_train import TINY
 
@@ -25,7 +26,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     write_synthetic_dataset(root / "train", n=6, seed=0, resolution=0.25)
     write_synthetic_dataset(root / "new", n=2, seed=99, resolution=0.25)
-    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "optim.epochs": 2})
+    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "optim.epochs": 2, "model.offset_head": True})
     from geot.engine.train import train
 
     train(cfg, gather_data(cfg, root / "train", cache_dir=root / "cache"), root / "run", progress=False)
@@ -165,3 +166,91 @@ def test_load_teacher_of_semi_supervised_run(trained, tmp_path):
     assert any(not torch.equal(v, student[k]) for k, v in teacher.items())  # EMA lags the student
     with pytest.raises(CheckpointError, match="no teacher"):  # a supervised run has none
         Segmenter.load(trained / "run", teacher=True)
+
+
+def shuffled(scan: Scan, seed: int) -> tuple[Scan, np.ndarray]:
+    """The same mesh with its vertices and faces listed in another order (as another exporter would)."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(scan.num_vertices)
+    rank = np.argsort(perm)
+    faces = np.roll(rank[scan.faces], 1, axis=1)[rng.permutation(len(scan.faces))]  # same winding
+    return Scan(scan.vertices[perm], faces, scan.jaw, name=scan.name, patient=scan.patient), perm
+
+
+@pytest.mark.parametrize("decode", ["none", "full"])
+def test_the_same_geometry_in_any_vertex_order_gives_the_same_labels(trained, decode):
+    segmenter = Segmenter.load(trained / "run", decode=decode)
+    scan = read_scan(find_scans(trained / "new")[0].mesh, labels=False)
+    a = segmenter.predict(scan)
+    for seed in (0, 1):
+        other, perm = shuffled(scan, seed)
+        b = segmenter.predict(other)
+        np.testing.assert_array_equal(b.fdi, a.fdi[perm])
+        np.testing.assert_array_equal(b.instances, a.instances[perm])
+
+
+def test_instances_and_the_teeth_table_agree_with_the_labels(trained, tmp_path):
+    files = find_scans(trained / "new")
+    report = predict_files(Segmenter.load(trained / "run"), files, tmp_path / "o", formats=("json", "teeth"))
+    assert len(report.written) == 2
+    for entry in files:
+        record = json.loads((tmp_path / "o" / f"{entry.name}.json").read_text())
+        labels, instances = np.array(record["labels"]), np.array(record["instances"])
+        assert ((labels == 0) == (instances == 0)).all()
+        codes = {k: set(labels[instances == k]) for k in set(instances.tolist()) - {0}}
+        assert all(len(c) == 1 for c in codes.values())                          # one code per instance
+        assert len({c.pop() for c in codes.values()}) == len(codes)              # and no code twice
+        block = record["geot"]
+        assert block["decoder"] == "full" and len(block["confidence"]) == len(labels)
+        assert sorted(t["instance"] for t in block["teeth"]) == sorted(codes)
+        for tooth in block["teeth"]:
+            assert tooth["vertices"] == int((instances == tooth["instance"]).sum())
+            assert (tmp_path / "o" / f"{entry.name}_teeth" / f"{tooth['fdi']}.ply").is_file()
+            assert (tmp_path / "o" / f"{entry.name}_teeth" / f"{tooth['fdi']}.stl").is_file()
+        rows = (tmp_path / "o" / f"{entry.name}_teeth" / "teeth.csv").read_text().splitlines()
+        assert len(rows) == 1 + len(block["teeth"])
+
+
+def test_scans_of_the_same_stem_get_distinct_outputs(trained, tmp_path):
+    import trimesh
+
+    from geot.engine.predict import output_names
+
+    entry = find_scans(trained / "new")[0]
+    scan = read_scan(entry.mesh, labels=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    mesh = trimesh.Trimesh(scan.vertices, scan.faces, process=False)
+    for suffix in ("obj", "stl"):
+        mesh.export(folder / f"scan_lower.{suffix}")
+    (folder / "sub").mkdir()
+    mesh.export(folder / "sub" / "scan_lower.obj")
+    files = find_scans(folder)
+    names = output_names(files)
+    assert len(set(names)) == 3 and all("scan_lower" in n for n in names)
+    report = predict_files(Segmenter.load(trained / "run"), files, tmp_path / "o", formats=("json",))
+    assert len(report.written) == 3 and not report.skipped
+    assert len(list((tmp_path / "o").glob("*.json"))) == 3
+
+
+def test_a_model_without_offset_head_decodes_without_instances_and_says_so(trained, tmp_path):
+    from geot.engine.train import train
+
+    cfg = load_config(overrides={**TINY, "semi.method": "supervised", "optim.epochs": 1})
+    train(cfg, gather_data(cfg, trained / "train", cache_dir=trained / "cache"), tmp_path / "run", progress=False)
+    scan = read_scan(find_scans(trained / "new")[0].mesh, labels=False)
+    result = Segmenter.load(tmp_path / "run").predict(scan)
+    assert result.decoded == "graphcut" and any("offset head" in w for w in result.warnings)
+
+
+def test_unreadable_priors_are_a_warning_not_a_crash(trained, tmp_path):
+    from geot.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(trained / "run" / "checkpoints" / "best.pt")
+    assert set(state["priors"]) <= {"lower", "upper"} and state["priors"]  # the labelled scans' priors travel
+    state["priors"] = {"lower": {"written_by": "another version"}}
+    save_checkpoint(tmp_path / "odd.pt", state)
+    segmenter = Segmenter.load(tmp_path / "odd.pt")
+    scan = read_scan(next(f.mesh for f in find_scans(trained / "new") if f.jaw == "lower"), labels=False)
+    result = segmenter.predict(scan)
+    assert any("arch priors are unreadable" in w for w in result.warnings) and result.decoded == "full"

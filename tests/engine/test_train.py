@@ -135,3 +135,27 @@ def test_checkpoint_choice_reads_only_validation_jaws(tmp_path, monkeypatch):
     assert seen and all(names == split.val for names in seen)
     recorded = json.loads((tmp_path / "run" / "split.json").read_text())
     assert recorded["test"] == split.test and recorded["val"] == split.val
+
+
+def test_decoded_pseudo_labels_change_what_the_student_learns(jaws, tmp_path):
+    """semi.decode_pseudo_labels runs the teacher's posteriors through the dentition decoder: the run trains
+    and its pseudo-label loss differs from the same run on raw argmax pseudo labels."""
+    base = {**TINY, "semi.method": "geot", "model.offset_head": True, "optim.epochs": 3}
+    losses = {}
+    for switch in (False, True):
+        cfg = load_config(overrides={**base, "semi.decode_pseudo_labels": switch})
+        train(cfg, gather_data(cfg, jaws, cache_dir=tmp_path / "cache"), tmp_path / f"run{switch}", progress=False)
+        rows = read_log(tmp_path / f"run{switch}")
+        losses[switch] = [float(r["pseudo"]) for r in rows if r.get("pseudo")]
+    assert losses[True] and all(np.isfinite(losses[True]))
+    assert losses[True] != losses[False]
+
+
+def test_bf16_autocast_trains(jaws, tmp_path):
+    cfg = load_config(overrides={**TINY, "semi.method": "geot", "optim.epochs": 6, "optim.autocast": "bf16",
+                                 "device": "cpu"})
+    train(cfg, gather_data(cfg, jaws, cache_dir=tmp_path / "cache"), tmp_path / "run", progress=False)
+    rows = read_log(tmp_path / "run")
+    assert float(rows[-1]["sup"]) < 0.85 * float(rows[0]["sup"]) and np.isfinite(float(rows[-1]["pseudo"]))
+    weights = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())

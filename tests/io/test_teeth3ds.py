@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from geot.errors import ScanError
-from geot.io.teeth3ds import find_scans, instances_from_labels, read_labels, read_scan, write_labels
+from geot.io.teeth3ds import find_scans, instances_from_labels, parse_name, read_labels, read_scan, write_labels
 from tests.conftest import write_obj
 
 
@@ -51,6 +51,38 @@ def test_parallel_label_tree(tmp_path, sphere_scan):
     write_labels(tmp_path / "gt" / "P001" / "P001_lower.json", sphere_scan.labels, "lower", "P001")
     (entry,) = find_scans(tmp_path / "scans", labels_root=tmp_path / "gt")
     assert entry.labels == tmp_path / "gt" / "P001" / "P001_lower.json"
+
+
+@pytest.mark.parametrize("stem, patient, jaw", [
+    ("01A6GW4A_lower", "01A6GW4A", "lower"),
+    ("IOS007_upper", "IOS007", "upper"),
+    ("lower", "lower", "lower"),
+    ("lower_scan", "scan", "lower"),
+    ("P1_lower_jaw", "P1", "lower"),
+    ("Maxilla-P7", "P7", "upper"),
+    ("scan.UPPER", "scan", "upper"),
+    ("P2 mandibular scan", "P2 scan", "lower"),
+    ("maxillary_P3_v2", "P3_v2", "upper"),
+    ("P4_Mandible", "P4", "lower"),
+    ("P5Lower", "P5", "lower"),
+    ("P6__upper-arch__final", "P6_final", "upper"),
+    ("lowercase_3", "lowercase_3", None),
+    ("uppers", "uppers", None),
+    ("supper_P1", "supper_P1", None),
+    ("upper_lower_compare", "upper_lower_compare", None),
+    ("maxilla_vs_mandible", "maxilla_vs_mandible", None),
+    ("scan_0042", "scan_0042", None),
+])
+def test_jaw_word_anywhere_in_the_name(stem, patient, jaw):
+    assert parse_name(stem) == (patient, jaw)
+
+
+def test_loose_names_give_the_jaw_when_reading(tmp_path, sphere_scan):
+    for name, jaw in (("lower", "lower"), ("Maxilla-P7", "upper"), ("lowercase_3", None)):
+        path = write_obj(tmp_path / f"{name}.obj", sphere_scan.vertices, sphere_scan.faces)
+        assert read_scan(path, labels=False).jaw == jaw
+    (entry,) = find_scans(tmp_path / "Maxilla-P7.obj")
+    assert (entry.patient, entry.jaw) == ("P7", "upper")
 
 
 def test_jaw_from_obj_header(tmp_path, sphere_scan):

@@ -146,3 +146,77 @@ def test_posterior_estimate_keeps_the_noise_that_anchors_lose():
             obj(logits, q17, obj.targets(q17), pos, batch)
         diag[estimate] = torch.diagonal(obj.state.transition)[1:3].mean().item()
     assert diag["anchor"] > 0.97 and diag["posterior"] < 0.8
+
+
+def arch_noise(up: float = 0.2, down: float = 0.08, gingiva: float = 0.04) -> torch.Tensor:
+    """A known class-level noise process: each tooth turns into its arch neighbour one position up with
+    ``up``, one down with ``down`` (an asymmetric matrix, so a transposed estimate shows), into gingiva
+    with ``gingiva``; gingiva stays gingiva."""
+    from geot.labels import ARCH_POSITION
+
+    pos = torch.as_tensor(ARCH_POSITION)
+    t = torch.zeros(17, 17, dtype=torch.float64)
+    t[0, 0] = 1
+    for a in range(1, 17):
+        for b in range(1, 17):
+            t[a, b] = up if pos[b] == pos[a] + 1 else down if pos[b] == pos[a] - 1 else 0
+        t[a, 0] = gingiva
+        t[a, a] = 1 - t[a].sum()
+    return t
+
+
+def noisy_batch(noise: torch.Tensor, prior: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    """Teacher posteriors consistent with the process: half the points are clear (the teacher is sure and
+    right), on the other half the pseudo label is drawn from ``noise`` and the teacher's posterior is the
+    Bayes posterior of the true class given that label. Over both, P(label b | true a) = (I + noise) / 2."""
+    true = torch.multinomial(prior, n, replacement=True, generator=g)
+    clear = torch.rand(n, generator=g) < 0.5
+    label = torch.multinomial(noise[true], 1, generator=g).squeeze(1)
+    joint = prior[:, None] * noise                        # P(true a, label b) among unclear points
+    bayes = (joint / joint.sum(0, keepdim=True)).T          # row b: P(true | label b)
+    q = torch.where(clear[:, None], F.one_hot(true, 17).double(), bayes[label])
+    assert torch.equal(q.argmax(1), torch.where(clear, true, label))  # the pseudo label is the teacher's argmax
+    return q.float()
+
+
+def test_posterior_estimate_recovers_a_known_noise_process_and_anchors_do_not():
+    """Fed batch by batch through the class-level EMA as training does, the posterior estimate approaches the
+    true class-level matrix; the anchor estimate sees the sure points only and stays at the identity."""
+    noise = arch_noise()
+    truth = (torch.eye(17, dtype=torch.float64) + noise) / 2
+    prior = torch.cat([torch.tensor([0.4]), 0.6 * torch.linspace(1, 2, 16) / torch.linspace(1, 2, 16).sum()])
+    found = {}
+    for estimate in ("posterior", "anchor"):
+        g = torch.Generator().manual_seed(0)
+        obj = GeoT(GeoTSettings(class_estimate=estimate, class_ema=0.95, plgr_weight=0.0))
+        for _ in range(100):
+            q = noisy_batch(noise, prior, 3000, g)
+            n = len(q)
+            obj(torch.zeros(n, 17), q, obj.targets(q), torch.zeros(n, 3), torch.zeros(n, dtype=torch.long))
+        found[estimate] = obj.state.transition.double()
+    error = {k: (v - truth).abs().max().item() for k, v in found.items()}
+    assert error["posterior"] < 0.015  # measured 0.004
+    assert (found["anchor"] - torch.eye(17)).abs().max() < 0.01 and error["anchor"] > 0.09
+    # an estimate that transposed the matrix (true class given label) or kept the identity would miss by > 0.05
+    assert (truth.T - truth).abs().max() > 0.05 and (truth - torch.eye(17)).abs().max() > 0.09
+
+
+def test_confidence_weighting_weighs_points_by_the_teacher_but_not_the_estimate():
+    torch.manual_seed(4)
+    logits, q = torch.randn(600, 17), torch.softmax(torch.randn(600, 17) * 2, 1)
+    pos, batch = torch.rand(600, 3), torch.zeros(600, dtype=torch.long)
+    conf = q.max(1).values
+    plain = GeoT(GeoTSettings(idtm=False))
+    weighted = GeoT(GeoTSettings(idtm=False, confidence_weighting=True))
+    each = F.cross_entropy(logits, q.argmax(1), reduction="none")
+    loss, _ = weighted(logits, q, weighted.targets(q), pos, batch)
+    torch.testing.assert_close(loss, (conf * each).sum() / conf.sum())
+    assert not torch.isclose(loss, plain(logits, q, plain.targets(q), pos, batch)[0])
+    torch.testing.assert_close(weighted.loss_terms()["pseudo"], loss)
+    states = []
+    for on in (False, True):
+        obj = GeoT(GeoTSettings(class_estimate="posterior", class_ema=0.0, confidence_weighting=on, plgr_weight=0.0))
+        obj(logits, q, obj.targets(q), pos, batch)
+        states.append(obj.state.transition)
+    assert (torch.diagonal(states[0]) < 0.9).all()  # every row was updated
+    torch.testing.assert_close(states[0], states[1])  # the class-level estimate counts every point alike

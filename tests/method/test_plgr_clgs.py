@@ -78,3 +78,63 @@ def test_reference_rownorm_bug():
     m = torch.tensor([[1.0, 3.0], [1.0, 1.0]])
     torch.testing.assert_close(row_normalise(m), torch.tensor([[0.25, 0.75], [0.5, 0.5]]))
     torch.testing.assert_close(row_normalise(m, reference_bug=True), torch.tensor([[0.25, 1.5], [0.25, 0.5]]))
+
+
+def test_plgr_reaches_the_network_only_without_the_detach():
+    """PLGR alone gives the backbone and its class head a gradient with ``idtm_detach: false``, none with the
+    default; the IDTM head learns from it either way, and the pseudo-label term's gradient does not change."""
+    from geot.method.geot import GeoT, GeoTSettings
+    from tests.conftest import tiny_model
+
+    g = torch.Generator().manual_seed(0)
+    x, pos = torch.randn(60, 7, generator=g), torch.rand(60, 3, generator=g)
+    batch = torch.zeros(60, dtype=torch.long)
+    probs_weak = torch.softmax(torch.randn(60, 17, generator=g) + 5 * torch.eye(17)[4], 1)  # one pseudo label
+    grads = {}
+    for detach in (True, False):
+        torch.manual_seed(1)
+        model = tiny_model("dgcnn", channels=[8], global_channels=8, k=4)
+        method = GeoT(GeoTSettings(idtm_detach=detach, plgr_k=4))
+        method(model(x, pos, batch).logits, probs_weak, method.targets(probs_weak), pos, batch)
+        terms, names = method.loss_terms(), [n for n, _ in model.named_parameters()]
+        params = list(model.parameters())
+        *network, idtm = torch.autograd.grad(terms["plgr"], [*params, method.head.weight_p], allow_unused=True,
+                                             retain_graph=True)
+        norms = {part: sum(float(gr.norm()) for n, gr in zip(names, network, strict=True)
+                           if gr is not None and n.startswith(part)) for part in ("backbone.", "head.")}
+        pseudo = torch.autograd.grad(terms["pseudo"], params, allow_unused=True)
+        grads[detach] = (norms, float(idtm.norm()), pseudo)
+    assert grads[False][0]["backbone."] > 0 and grads[False][0]["head."] > 0
+    assert grads[True][0] == {"backbone.": 0, "head.": 0}  # with the detach autograd finds no path to the network
+    assert grads[False][1] > 0 and grads[True][1] > 0
+    for a, b in zip(grads[True][2], grads[False][2], strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
+def test_training_logs_each_terms_gradient_on_the_network(tmp_path):
+    """``log_grad_norms``: the trainer reads GeoT's weighted ``pseudo`` and ``plgr`` parts; PLGR's gradient on
+    the network is 0 by default and positive with ``idtm_detach: false``."""
+    import csv
+
+    from geot.config import load_config
+    from geot.data.sources import gather_data
+    from geot.data.synth import write_synthetic_dataset
+    from geot.engine.train import train
+
+    write_synthetic_dataset(tmp_path / "jaws", n=6, seed=0, resolution=0.25)
+    tiny = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.2,
+            "data.test_fraction": 0.0, "model.args": {"channels": [16, 32], "k": 8}, "optim.steps_per_epoch": 1,
+            "optim.epochs": 3, "semi.warmup_epochs": 1, "semi.rampup_epochs": 0, "geot.plgr_k": 4,
+            "log_grad_norms": True, "val_every": 3, "device": "cpu"}
+    norms = {}
+    for detach in (True, False):
+        cfg = load_config(None, {**tiny, "geot.idtm_detach": detach})
+        data = gather_data(cfg, tmp_path / "jaws", cache_dir=tmp_path / "cache")
+        train(cfg, data, tmp_path / str(detach), progress=False)
+        with open(tmp_path / str(detach) / "log.csv") as f:
+            norms[detach] = list(csv.DictReader(f))[-1]
+    for detach, row in norms.items():
+        assert float(row["grad/sup"]) > 0 and float(row["grad/pseudo"]) > 0
+        assert (float(row["grad/plgr"]) > 0) == (not detach)

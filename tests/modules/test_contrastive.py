@@ -191,4 +191,16 @@ def test_region_infonce_lower_bound():
     loss, _ = CorrelatedRegionMaskingSSL()(ctx)
     loss.backward()
     assert torch.isfinite(loss) and ctx.unl.feats.grad.abs().sum() > 0
-    assert F.cosine_similarity(views[0], views[1], dim=0) == 0
+    # each scan's features one direction: both halves of a scan pool to it, so the module reaches the bound
+    scans = torch.arange(60) // 20
+    feats = F.one_hot(scans, 4).float() + 0.01 * torch.randn(60, 4)
+    ctx = make_ctx(0, 0, 1, feats=feats, pos=torch.rand(60, 3), batch=scans, probs_teacher=torch.ones(60, 17) / 17)
+    term = CorrelatedRegionMaskingSSL(temperature=tau)
+    assert term(ctx)[0].item() == pytest.approx(math.log(1 + 2 * math.exp(-1 / tau)), rel=1e-2)
+    # features that split each scan in two directions instead make its halves disagree: far above the bound
+    torch.manual_seed(8)
+    mask = region_masks(ctx.unl.pos, scans)
+    halves = F.one_hot(scans * 2 + mask.long(), 8).float()
+    torch.manual_seed(8)  # the module draws the same halves
+    split = make_ctx(0, 0, 1, feats=halves, pos=ctx.unl.pos, batch=scans, probs_teacher=torch.ones(60, 17) / 17)
+    assert term(split)[0].item() == pytest.approx(math.log(3), rel=1e-3)

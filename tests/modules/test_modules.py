@@ -94,20 +94,29 @@ def test_pskd_targets():
     assert t.alpha(0, 10) == pytest.approx(0.08)
 
 
-def test_lego_entropy_and_dual_kl():
-    ler = DebiasedLocalEntropy(threshold=0.0, momentum=1.0)  # uniform marginal stays uniform
+@pytest.mark.parametrize("temperature, confidence_temperature", [(None, None), (0.05, 0.1)])
+def test_lego_entropy_and_dual_kl(temperature, confidence_temperature):
+    """Defaults (temperature 1 for geot's linear head) and the published temperatures, passed as args."""
+    args = {} if temperature is None else {"temperature": temperature, "confidence_temperature": confidence_temperature}
+    t, conf_t = temperature or 1.0, confidence_temperature or 1.0
+    ler = DebiasedLocalEntropy(threshold=0.0, momentum=1.0, **args)  # uniform marginal stays uniform
     ctx = context()
     loss, logs = ler(ctx)
-    q = torch.softmax(ctx.unl.logits.detach() / 0.05, 1)
-    expected = -(q * torch.log_softmax(ctx.unl.logits.detach() / 0.05, 1)).sum(1).mean()
+    q = torch.softmax(ctx.unl.logits.detach() / t, 1)
+    expected = -(q * torch.log_softmax(ctx.unl.logits.detach() / t, 1)).sum(1).mean()
     torch.testing.assert_close(loss.detach(), expected)  # uniform prior: plain self-entropy
     assert logs["mask"] == 1.0
-    strict = DebiasedLocalEntropy(threshold=0.99)
-    mask = torch.softmax(ctx.unl.logits.detach() / 0.1, 1).max(1).values >= 0.99
+    confidence = torch.softmax(ctx.unl.logits.detach() / conf_t, 1).max(1).values
+    strict = DebiasedLocalEntropy(threshold=confidence.median().item(), **args)  # about half the points pass
+    mask = confidence >= confidence.median()
     assert strict(ctx)[1]["mask"] == pytest.approx(mask.float().mean().item())
     z = torch.randn(30, 17)
     assert kl_between(z, z).item() == pytest.approx(0.0, abs=1e-6)
     assert kl_between(z, z + torch.randn(30, 17)) > 0
+    dual = build_module({"name": "dual_view_kl", "args": {} if temperature is None else {"temperature": 0.1}})
+    weak = z + torch.randn(30, 17)
+    kl, _ = dual(make_ctx(0, 0, 1, logits=z, logits_weak=weak))
+    torch.testing.assert_close(kl, kl_between(weak, z, 1.0 if temperature is None else 0.1))
 
 
 def test_normgrad_identity_and_zero_activation():
@@ -177,6 +186,8 @@ def full_context(p: int = 64, seed: int = 0, epoch: int = 0) -> tuple[StepContex
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = torch.nn.Sequential(torch.nn.Linear(FEAT, FEAT), torch.nn.GELU(), torch.nn.Linear(FEAT, 17))
+    with torch.no_grad():
+        head[-1].weight.mul_(20)  # logits several units apart, as a trained head's (a fresh one's are ~0.3)
     feats = torch.randn(p, FEAT, generator=g, requires_grad=True)
     feats_lab = torch.randn(24, FEAT, generator=g, requires_grad=True)
     logits, logits_lab = head(feats), head(feats_lab)
@@ -244,7 +255,8 @@ def test_registry_selftest_rules_explainers_selectors():
 
 
 def test_objectives_average_with_target_weights():
-    """Per-point weights set by filtering target transforms: weight 0 drops a point from every objective."""
+    """Per-point weights set by filtering target transforms: weight 0 drops a point from every objective, and
+    any weights give the weighted mean of the points' own losses."""
     from geot.method.fixmatch import FixMatch
     from geot.method.geot import GeoT, GeoTSettings
     from geot.method.mean_teacher import MeanTeacher
@@ -254,10 +266,14 @@ def test_objectives_average_with_target_weights():
     probs = torch.softmax(torch.randn(40, 17) * 4, 1)
     pos, batch = torch.rand(40, 3), torch.zeros(40, dtype=torch.long)
     keep = torch.arange(40) < 25
+    soft = torch.rand(40) + 0.5
     for objective in (MeanTeacher(), FixMatch(0.0), GeoT(GeoTSettings(idtm=False))):
         targets = objective.targets(probs)
         weighted, _ = objective(logits, probs, targets, pos, batch, weight=keep.float())
         subset, _ = objective(logits[keep], probs[keep], targets[keep], pos[keep], batch[keep])
         torch.testing.assert_close(weighted, subset)
-        unweighted, _ = objective(logits, probs, targets, pos, batch)
-        torch.testing.assert_close(unweighted, objective(logits, probs, targets, pos, batch, weight=None)[0])
+        each = torch.stack([objective(logits[i:i + 1], probs[i:i + 1], targets[i:i + 1], pos[i:i + 1],
+                                      batch[i:i + 1])[0] for i in range(40)])
+        torch.testing.assert_close(objective(logits, probs, targets, pos, batch)[0], each.mean())
+        torch.testing.assert_close(objective(logits, probs, targets, pos, batch, weight=soft)[0],
+                                   (soft * each).sum() / soft.sum())

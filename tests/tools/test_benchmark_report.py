@@ -107,6 +107,28 @@ def test_inference_table_keeps_the_latest_run_per_machine_and_device(bench):
                      "| H200 GPU (model on the GPU) | real (8.2k vertices) (10) | 8,217 | 0.05 | 0.05 | 500 | 3.0 |"]
 
 
+def test_new_protocol_tables_render_their_rows(bench):
+    lever = {"name": "dice", "run": "x", "method": "supervised", "fraction": 1.0, "steps": 2400,
+             "overrides": {"semi.method": "supervised", "loss.dice_weight": 1.0, "optim.epochs": 120},
+             "curve": {"10": {"val_miou": 0.4, "cpu_minutes": 5, "wall_minutes": 9},
+                       "120": {"val_miou": 0.7, "cpu_minutes": 50, "wall_minutes": 80}},
+             "final_val_miou": 0.7, "best_val_miou": 0.72}
+    line = bench.levers_table([lever])[2]
+    assert "`loss.dice_weight=1.0`" in line and "| 0.700 | 0.720 | 50 | 80 |" in line and "optim.epochs" not in line
+    stage = {"run": "runs/bench/r", "stage": "full", "miou": 0.8, "dice": 0.85, "tsa": 0.95, "exp_neg_tla": 0.9,
+             "tir": 0.97, "jaws_with_duplicated_code": 1, "jaws_with_missing_tooth": 2, "test_scans": 20,
+             "instances": {"split": 3, "merged": 4, "true_teeth": 270}, "median_s_per_scan": 0.5,
+             "s_large_mesh": {"100003": 2.5}}
+    rows = bench.decoding_table([stage, stage | {"stage": "none", "miou": 0.6}])[2:]
+    assert rows[0].startswith("| r | argmax of one sample") and "| 0.600 |" in rows[0]
+    assert "+ instances and numbering | 0.800" in rows[1] and "| 1 of 20 | 2 | 3 / 4 of 270 |" in rows[1]
+    assert "2.50 (100k)" in rows[1]
+    curve = {"run": "r", "decode": "full", "method": "supervised", "fraction": 1.0, "seed": 0,
+             "points": [{"epoch": 10, "wall_minutes": 12.4, "miou": 0.5, "dice": 0.6, "tsa": 0.9,
+                         "exp_neg_tla": 0.8, "tir": 0.9}]}
+    assert bench.curves_table([curve])[2] == "| r | full | 10 | 12 | 0.500 | 0.600 | 0.900 | 0.800 | 0.900 |"
+
+
 def test_startup_table_shows_the_last_sitting_per_environment(bench):
     def sitting(env, after_wall):
         rows = [{"tree": "before", "heavy_imports": ["torch_geometric", "torch._dynamo"], "predict_wall_s": 6.0,

@@ -19,13 +19,15 @@ from geot.modules.state import PointMemory
 class EarlyLearningReg(LossTerm):
     """log(1 - <t, p>) with t a per-point EMA of the student's posterior, on unlabelled points.
 
-    beta 0.7, lambda (the weight) 3, as ELR's defaults; state: one target per point.
+    beta 0.7 as ELR's default; weight 0.3 instead of the published lambda 3 (``weight: 3.0`` restores it): at 3
+    the term outweighs geot's labelled loss and cost 0.071 tooth mIoU on the real scans (docs/modules.md).
+    State: one target per point.
     """
 
     name = "elr"
     on_unlabelled = True
 
-    def __init__(self, weight: float = 3.0, schedule=None, beta: float = 0.7, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(self, weight: float = 0.3, schedule=None, beta: float = 0.7, num_classes: int = NUM_CLASSES) -> None:
         super().__init__(weight, schedule)
         self.beta = beta
         self.memory = PointMemory(num_classes)
