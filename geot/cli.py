@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -222,6 +223,9 @@ def predict(
     """Segment scans; write Teeth3DS JSON (labels, instances, teeth table), a coloured PLY/OBJ and a PNG per scan."""
     from rich.progress import track
 
+    # before torch loads OpenMP: idle worker threads sleep instead of spinning, which on a shared machine
+    # made the forward passes of one scan take several times longer (docs/benchmarks.md, start-up)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from geot.engine.predict import Segmenter, predict_files
     from geot.io.teeth3ds import find_scans
     from geot.labels import check_jaw

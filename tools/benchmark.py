@@ -7,6 +7,7 @@ docs/results/*.json (one row per run, with the command, data, hardware and wall 
 
     python tools/benchmark.py accuracy --methods supervised geot --fractions 0.2 --seeds 0
     python tools/benchmark.py inference
+    python tools/benchmark.py startup runs/bench/geot-f0.2-s0-cpu-small
     python tools/benchmark.py training
     python tools/benchmark.py report
 """
@@ -357,6 +358,78 @@ def run_inference(args: argparse.Namespace) -> None:
     put_row("inference", record, key="command")
 
 
+# --- start-up: one scan, one fresh process ----------------------------------------------------------------
+
+_HEAVY_CHECK = """
+import json, sys
+import geot.engine.predict
+print(json.dumps({"geot": geot.__file__,
+                  "heavy": [name for name in ("torch_geometric", "torch._dynamo") if name in sys.modules]}))
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + sys of the child) and stdout of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(cmd)} failed:\n{done.stdout}{done.stderr}")
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, done.stdout
+
+
+def run_startup(args: argparse.Namespace) -> None:
+    """``geot predict MODEL scan --format json`` in a fresh process, and ``import geot.engine.predict`` alone.
+
+    Each tree (a checkout: ``before=/path/to/base``) is timed with its own geot on the path; the runs of the
+    trees alternate, so a machine whose load drifts during the sitting treats them alike.
+    """
+    from geot.io.mesh import read_mesh
+
+    scan = (args.scan or sorted(args.data.glob("*/*.obj"))[0]).resolve()
+    trees = dict(t.split("=", 1) for t in args.trees) if args.trees else {"this checkout": str(ROOT)}
+    extra = dict(e.split("=", 1) for e in args.env)
+    samples: dict[str, dict[str, list[float]]] = {label: {} for label in [*trees, "import torch (floor)"]}
+    loaded: dict[str, list[str]] = {}
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            for label, tree in trees.items():
+                tree = str(Path(tree).resolve())  # run from the tree too: the working folder comes first on the path
+                env = {**os.environ, **extra, "PYTHONPATH": tree}
+                predict = [sys.executable, "-m", "geot", "predict", str(args.model.resolve()), str(scan), "--out",
+                           str(Path(tmp) / label), "--format", "json", "--overwrite", "--device", "cpu"]
+                for kind, cmd in (("predict", predict), ("import", [sys.executable, "-c", _HEAVY_CHECK])):
+                    wall, cpu, out = timed(cmd, env, cwd=tree)
+                    samples[label].setdefault(f"{kind}_wall_s", []).append(wall)
+                    samples[label].setdefault(f"{kind}_cpu_s", []).append(cpu)
+                    if kind == "import":
+                        found = json.loads(out.strip().splitlines()[-1])
+                        if not found["geot"].startswith(tree + os.sep):
+                            raise SystemExit(f"{label}: timed {found['geot']}, not the geot of {tree}")
+                        loaded[label] = found["heavy"]
+            wall, cpu, _ = timed([sys.executable, "-c", "import torch"], {**os.environ, **extra})
+            samples["import torch (floor)"].setdefault("import_wall_s", []).append(wall)
+            samples["import torch (floor)"].setdefault("import_cpu_s", []).append(cpu)
+    rows = []
+    for label, series in samples.items():
+        row = {"tree": label, "path": trees.get(label), "heavy_imports": loaded.get(label), "samples": series,
+               **{key: statistics.median(values) for key, values in series.items()}}
+        if label in trees:
+            row["commit"] = subprocess.run(["git", "-C", trees[label], "describe", "--always", "--dirty"],
+                                           capture_output=True, text=True).stdout.strip() or None
+        rows.append(row)
+    record = {"model": str(args.model), "scan": str(scan), "vertices": len(read_mesh(scan).vertices),
+              "repeats": args.repeats, "env": extra,
+              "threads": {**os.environ, **extra}.get("OMP_NUM_THREADS", "default"),
+              "load_average": [load_before, os.getloadavg()[0]], "rows": rows, "hardware": hardware(),
+              "command": command_line(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    print("\n".join(startup_table([record])))
+    put_row("startup", record, key="command")
+
+
 # --- training speed and profile ----------------------------------------------------------------------
 
 VARIANTS = ("torch-cluster", "torch-cluster + scatter", "torch", "baseline")
@@ -507,6 +580,23 @@ def inference_table(runs: list[dict[str, Any]]) -> list[str]:
         for r in run["rows"]:
             lines.append(f"| {where} | {r['set']} ({r['scans']}) | {r['vertices']:,} | {r['median_s']:.2f} | "
                          f"{r['min_s']:.2f} | {r['peak_mb']:.0f} | {r['model_load_s']:.1f} |")
+    return lines
+
+
+def startup_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["| hardware | environment | tree | geot predict: median wall (s) | min wall (s) | median CPU user+sys (s) "
+             "| import geot.engine.predict: median wall (s) | median CPU (s) | PyG / dynamo imported | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    latest = {(run["hardware"], json.dumps(run["env"], sort_keys=True)): run for run in runs}  # last sitting of each
+    for run in latest.values():
+        env = " ".join(f"{k}={v}" for k, v in sorted(run["env"].items())) or "defaults"
+        load = "-".join(f"{x:.1f}" for x in run["load_average"])
+        for r in run["rows"]:
+            predict = (f"{r['predict_wall_s']:.2f} | {min(r['samples']['predict_wall_s']):.2f} | "
+                       f"{r['predict_cpu_s']:.2f}" if "predict_wall_s" in r else "- | - | -")
+            heavy = "-" if r["heavy_imports"] is None else ", ".join(r["heavy_imports"]) or "none"
+            lines.append(f"| {short_hardware(run['hardware'])} | {env} | {r['tree']} | {predict} | "
+                         f"{r['import_wall_s']:.2f} | {r['import_cpu_s']:.2f} | {heavy} | {load} |")
     return lines
 
 
@@ -694,7 +784,7 @@ def run_report(args: argparse.Namespace) -> None:
               "levers": levers_table(load_rows("levers")), "decoding": decoding_table(load_rows("decoding")),
               "curves": curves_table(load_rows("curves")),
               "inference": inference_table(load_rows("inference")),
-              "training": training_table(load_rows("training"))}
+              "training": training_table(load_rows("training")), "startup": startup_table(load_rows("startup"))}
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()
     for name, lines in tables.items():
@@ -751,6 +841,13 @@ def main() -> None:
     inf.add_argument("--sizes", nargs="*", type=int, default=[50_000, 100_000, 200_000])
     inf.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda or auto")
     inf.set_defaults(env={})
+    st = sub.add_parser("startup", help="geot predict on one scan in a fresh process, and its imports, per tree")
+    st.add_argument("model", type=Path)
+    st.add_argument("--data", type=Path, default=DATA)
+    st.add_argument("--scan", type=Path, default=None, help="the scan to segment [default: the first real jaw]")
+    st.add_argument("--repeats", type=int, default=5)
+    st.add_argument("--trees", nargs="*", default=[], help="LABEL=PATH checkouts to compare [default: this one]")
+    st.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the timed processes (OMP_NUM_THREADS=1)")
     tr = sub.add_parser("training", help="training step time, memory and where the time goes")
     tr.add_argument("--data", type=Path, default=DATA)
     tr.add_argument("--configs", nargs="+", default=[str(ROOT / "configs" / "cpu-small.yaml")])
@@ -778,7 +875,7 @@ def main() -> None:
         sys.exit(f"{args.data}: real scans not found (see ../shared/data/README)")
     runners = {"accuracy": run_accuracy, "levers": run_levers, "curve": run_curve, "decoding": run_decoding,
                "inference": run_inference, "training": run_training, "training-one": run_training_one,
-               "diagnose": run_diagnose, "report": run_report}
+               "diagnose": run_diagnose, "startup": run_startup, "report": run_report}
     runners[args.what](args)
 
 

@@ -9,10 +9,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch_geometric.data import Data
 
 from geot import labels as fdi
 from geot.data.augment import NONE, Augment
@@ -20,6 +20,9 @@ from geot.data.features import point_features
 from geot.io.atomic import atomic_write
 from geot.io.scan import Scan
 from geot.io.teeth3ds import ScanFiles, read_scan
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
 
 _CACHE_VERSION = "2"  # 2: winding-proof frames (normals may flip), frame confidence and warnings
 
@@ -147,6 +150,8 @@ class ScanDataset(torch.utils.data.Dataset):
 
     def sample(self, index: int, key: tuple[int, int]) -> Data:
         """Scan ``index`` sampled and augmented with randomness fixed by ``key`` (e.g. (epoch, draw))."""
+        from torch_geometric.data import Data  # here, not at the top: predicting needs no PyG (seconds to import)
+
         scan = self.scans[index]
         g = item_generator(self.seed, *key)
         n = scan.num_vertices if self.num_points <= 0 else min(self.num_points, scan.num_vertices)

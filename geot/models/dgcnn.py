@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
-from torch_geometric.nn import EdgeConv, global_max_pool
 
 from geot import ops
 from geot.models.common import mlp
+from geot.models.layers import EdgeConv
 from geot.models.registry import BACKBONES
 
 
@@ -40,7 +40,7 @@ class DGCNN(nn.Module):
         super().__init__()
         self.k, self.dynamic = k, dynamic
         dims = [in_channels, *channels]
-        self.convs = nn.ModuleList(EdgeConv(mlp([2 * a, b, b]), aggr="max")
+        self.convs = nn.ModuleList(EdgeConv(mlp([2 * a, b, b]))
                                    for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.lift = mlp([sum(channels), global_channels])
         self.fuse = mlp([sum(channels) + global_channels, 256])
@@ -54,14 +54,9 @@ class DGCNN(nn.Module):
             if self.dynamic and i > 0:
                 edge_index = ops.knn_graph(x, self.k, batch)
             table = ops.dense_neighbours(edge_index[1], edge_index[0], len(x), self.k)
-            x = conv(x, edge_index) if table is None else dense_edge_conv(conv, x, table)
+            x = conv(x, edge_index, table)
             outs.append(x)
         local = torch.cat(outs, dim=1)
-        glob = global_max_pool(self.lift(local), batch)[batch]
+        glob = ops.global_max_pool(self.lift(local), batch)[batch]
         return self.fuse(torch.cat([local, glob], dim=1))
 
-
-def dense_edge_conv(conv: EdgeConv, x: Tensor, table: Tensor) -> Tensor:
-    """``conv(x, edge_index)`` (max aggregation) over a regular ``(N, k)`` neighbour table, without scatters."""
-    centre = x[:, None, :].expand(-1, table.shape[1], -1)
-    return conv.nn(torch.cat([centre, x[table] - centre], dim=-1)).max(dim=1).values

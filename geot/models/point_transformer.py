@@ -13,11 +13,10 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
-from torch_geometric.nn import PointTransformerConv, global_max_pool
-from torch_geometric.utils import scatter
 
 from geot import ops
 from geot.models.common import mlp
+from geot.models.layers import VectorAttention
 from geot.models.registry import BACKBONES
 
 
@@ -27,8 +26,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.lin_in = nn.Linear(channels, channels)
-        self.attn = PointTransformerConv(channels, channels, pos_nn=mlp([3, channels], last_act=False),
-                                         attn_nn=mlp([channels, channels], last_act=False))
+        self.attn = VectorAttention(channels, channels, pos_nn=mlp([3, channels], last_act=False),
+                                    attn_nn=mlp([channels, channels], last_act=False))
         self.lin_out = nn.Linear(channels, channels)
         self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
         self.act = nn.GELU()
@@ -36,23 +35,9 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, pos: Tensor, edge_index: Tensor, table: Tensor | None = None) -> Tensor:
         """``table``: the same graph as a regular ``(N, k)`` neighbour table, when it is one (faster)."""
         h = self.lin_in(x)
-        h = self.attn(h, pos, edge_index) if table is None else dense_vector_attention(self.attn, h, pos, table)
+        h = self.attn(h, pos, edge_index, table)
         h = self.act(self.norm1(h))
         return self.act(x + self.norm2(self.lin_out(h)))
-
-
-def dense_vector_attention(conv: PointTransformerConv, x: Tensor, pos: Tensor, table: Tensor) -> Tensor:
-    """``conv(x, pos, edge_index)`` for a regular kNN graph given as a ``(N, k)`` neighbour table.
-
-    The same parameters and the same formula as PyG's layer (which also attends to each point itself),
-    with the per-neighbour softmax and sum as dense ops over the table instead of scatters.
-    """
-    table = torch.cat([table, torch.arange(len(x), device=x.device)[:, None]], dim=1)  # + self loop
-    delta = conv.pos_nn(pos[:, None, :] - pos[table])                                   # (N, k+1, C)
-    alpha = conv.lin_dst(x)[:, None, :] - conv.lin_src(x)[table] + delta
-    if conv.attn_nn is not None:
-        alpha = conv.attn_nn(alpha)
-    return (torch.softmax(alpha, dim=1) * (conv.lin(x)[table] + delta)).sum(dim=1)
 
 
 class TransitionDown(nn.Module):
@@ -75,7 +60,7 @@ class TransitionDown(nn.Module):
             msg = self.mlp(torch.cat([x[table], pos[table] - sub_pos[:, None, :]], dim=2))
             return msg.max(dim=1).values, sub_pos, sub_batch
         msg = self.mlp(torch.cat([x[nb], pos[nb] - sub_pos[q]], dim=1))
-        return scatter(msg, q, dim=0, dim_size=len(idx), reduce="max"), sub_pos, sub_batch
+        return ops.scatter_max(msg, q, len(idx)), sub_pos, sub_batch
 
 
 class TransitionUp(nn.Module):
@@ -140,7 +125,7 @@ class PointTransformer(nn.Module):
             x = block(x, pos, edge_index, table)
             levels.append((x, pos, batch, edge_index, table))
         if self.context is not None:
-            x = x + self.context(global_max_pool(x, batch))[batch]
+            x = x + self.context(ops.global_max_pool(x, batch))[batch]
         for i in reversed(range(len(self.dec))):
             x_f, pos_f, batch_f, edge_f, table_f = levels[i]
             x = self.up[i](x, pos, batch, x_f, pos_f, batch_f)

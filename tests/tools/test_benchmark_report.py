@@ -127,3 +127,24 @@ def test_new_protocol_tables_render_their_rows(bench):
              "points": [{"epoch": 10, "wall_minutes": 12.4, "miou": 0.5, "dice": 0.6, "tsa": 0.9,
                          "exp_neg_tla": 0.8, "tir": 0.9}]}
     assert bench.curves_table([curve])[2] == "| r | full | 10 | 12 | 0.500 | 0.600 | 0.900 | 0.800 | 0.900 |"
+
+
+def test_startup_table_shows_the_last_sitting_per_environment(bench):
+    def sitting(env, after_wall):
+        rows = [{"tree": "before", "heavy_imports": ["torch_geometric", "torch._dynamo"], "predict_wall_s": 6.0,
+                 "predict_cpu_s": 5.5, "import_wall_s": 4.7, "import_cpu_s": 4.6,
+                 "samples": {"predict_wall_s": [6.0, 5.4, 7.0]}},
+                {"tree": "after", "heavy_imports": [], "predict_wall_s": after_wall, "predict_cpu_s": 3.4,
+                 "import_wall_s": 2.7, "import_cpu_s": 2.5, "samples": {"predict_wall_s": [after_wall, 3.5]}},
+                {"tree": "import torch (floor)", "heavy_imports": None, "import_wall_s": 1.8, "import_cpu_s": 1.6,
+                 "samples": {}}]
+        return {"hardware": "2-core x86_64 CPU, torch 2.13.0+cpu, 2 threads", "env": env, "rows": rows,
+                "load_average": [4.2, 4.4]}
+
+    lines = bench.startup_table([sitting({}, 9.0), sitting({"OMP_NUM_THREADS": "1"}, 3.9), sitting({}, 3.7)])
+    assert len(lines) == 2 + 6  # two environments, the later default sitting replacing the first
+    before, after, floor = lines[2:5]
+    assert "| defaults | before | 6.00 | 5.40 | 5.50 | 4.70 | 4.60 | torch_geometric, torch._dynamo | 4.2-4.4" in before
+    assert "| after | 3.70 | 3.50 | 3.40 | 2.70 | 2.50 | none |" in after
+    assert "| import torch (floor) | - | - | - | 1.80 | 1.60 | - |" in floor
+    assert "| OMP_NUM_THREADS=1 | after | 3.90 |" in lines[6]
