@@ -6,7 +6,8 @@
 #                                       # geot predict speed with the pilot's model on the GPU
 #   tools/gpu_check.sh train EPOCHS [LIMIT_S [METHOD:FRACTION:SEED ...]]
 #                                       # gpu-full accuracy rows (default: supervised 20% and 100%, geot
-#                                       # 20%, seed 0), trained side by side on the one GPU, then diagnose
+#                                       # 20%, seed 0), trained side by side on the one GPU, scored on the
+#                                       # test patients, then diagnose and the decoder stage by stage
 #
 # DATA (default ../shared/data/iosseg-train) holds the real jaws; results land in docs/results/*.json
 # as for every benchmark, and a copy of them and of the logs in OUT (default runs/gpu).
@@ -22,7 +23,8 @@ PY=${PYTHON:-python3}
 SAMPLING=$($PY -c "import torch_cluster" 2>/dev/null && echo fps || echo random)
 
 save() {  # results and logs back to OUT (one archive for the logs)
-    cp docs/results/accuracy.json docs/results/training.json docs/results/inference.json "$OUT"/ 2>/dev/null
+    cp docs/results/accuracy.json docs/results/training.json docs/results/inference.json \
+        docs/results/decoding.json "$OUT"/ 2>/dev/null
     tar -czf "$OUT/logs.tar.gz" runs/logs $(ls -d runs/bench/*gpu*/log.csv 2>/dev/null) 2>/dev/null
 }
 
@@ -63,6 +65,10 @@ train)
     for run in runs/bench/geot*+gpu-*-gpu-full; do  # the teacher's pseudo labels against the truth
         [ -f "$run/checkpoints/last.pt" ] && timeout 120 $PY tools/benchmark.py diagnose "$run" --data "$DATA" \
             > "runs/logs/diagnose-$(basename "$run").log" 2>&1
+    done
+    for run in runs/bench/*+gpu-f1-*-gpu-full runs/bench/geot+gpu-*-gpu-full; do  # the decoder, stage by stage
+        [ -f "$run/checkpoints/best.pt" ] && timeout 120 $PY tools/benchmark.py decoding "$run" --data "$DATA" \
+            --sizes > "runs/logs/decoding-$(basename "$run").log" 2>&1
     done
     cp docs/results/diagnosis.json "$OUT"/ 2>/dev/null
     save
