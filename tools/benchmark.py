@@ -246,7 +246,9 @@ def run_decoding(args: argparse.Namespace) -> None:
         big = [upsampled(test[0].mesh, size, Path(tmp) / f"up{size}") for size in args.sizes]
         for stage in args.stages:
             segmenter = Segmenter.load(args.run, device="cpu", decode=stage)
-            out = args.run / f"decoding-{stage}"
+            segmenter.views = args.views
+            stage_name = stage + (f"+tta{args.views}" if args.views > 1 else "")
+            out = args.run / f"decoding-{stage_name}"
             report = score_scans(segmenter, test, out / "predictions", out / "evaluation")
             quality: dict[str, int] = {}
             for entry in test:
@@ -268,14 +270,14 @@ def run_decoding(args: argparse.Namespace) -> None:
                 large[str(scan.num_vertices)] = time.perf_counter() - t
             overall = report.summary["overall"]
             row = {"run": str(args.run.relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run),
-                   "stage": stage, "test_scans": len(test),
+                   "stage": stage_name, "test_scans": len(test),
                    **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
                    "jaws_with_duplicated_code": report.summary["jaws_with_duplicated_code"],
                    "jaws_with_missing_tooth": report.summary["jaws_with_missing_tooth"],
                    "instances": quality, "median_s_per_scan": statistics.median(seconds),
                    "s_large_mesh": large, "threads": torch_threads(),
                    "hardware": hardware(), "command": command_line(), "date": time.strftime("%Y-%m-%d")}
-            row["key"] = f"{row['run']}|{stage}"
+            row["key"] = f"{row['run']}|{stage_name}"
             put_row("decoding", row, key="key")
             print(json.dumps({k: v for k, v in row.items() if k not in ("command", "hardware")}), flush=True)
 
@@ -724,7 +726,7 @@ def levers_table(records: list[dict[str, Any]]) -> list[str]:
 def decoding_table(rows: list[dict[str, Any]]) -> list[str]:
     """The test patients after each decoder stage, from the same checkpoint."""
     names = {"none": "argmax of one sample (geot 0.1)", "argmax": "+ full resolution", "graphcut": "+ graph cut",
-             "full": "+ instances and numbering"}
+             "full": "+ instances and numbering", "full+tta3": "+ 3 test-time views (rotations +-10 deg)"}
     lines = ["| checkpoint | decoder | tooth mIoU | Dice | TSA | exp(-TLA) | TIR | jaws: code on 2 teeth | "
              "jaws: tooth not found | split / merged teeth | s per 8k jaw | s per large mesh |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -834,6 +836,7 @@ def main() -> None:
     dec.add_argument("--stages", nargs="+", default=["none", "argmax", "graphcut", "full"])
     dec.add_argument("--timed", type=int, default=5, help="test scans timed one by one")
     dec.add_argument("--sizes", nargs="*", type=int, default=[100_000])
+    dec.add_argument("--views", type=int, default=1, help="test-time views rotated about the occlusal axis")
     inf = sub.add_parser("inference", help="seconds per scan for geot predict, real and upsampled meshes")
     inf.add_argument("model", type=Path)
     inf.add_argument("--data", type=Path, default=DATA)

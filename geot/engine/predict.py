@@ -73,6 +73,7 @@ class Segmenter:
         self.rule_name = rule
         self.rule = build_module({"name": rule}).to(device) if rule else None  # default: argmax
         self.priors, self.decode = dict(priors or {}), decode  # priors: ArchPriors per jaw
+        self.views = 1  # test-time views rotated about the occlusal axis (off: it did not pay, docs/benchmarks.md)
         self.notes: list[str] = []  # what loading found wrong with the model, repeated in every prediction
 
     @classmethod
@@ -128,7 +129,7 @@ class Segmenter:
         """The scan's canonical features and the network's posteriors (and offsets) for every vertex."""
         prepared = prepare(scan, self.cfg.data.align, self.cfg.data.curvature)
         return prepared, segment(self.model, prepared, self.cfg.data.num_points, self.cfg.data.curvature,
-                                 self.device, seed=self.cfg.seed, passes=passes)
+                                 self.device, seed=self.cfg.seed, passes=passes, views=self.views)
 
     def predict(self, scan: Scan, mirrored: bool = False, jaw: JawReading | None = None) -> Prediction:
         """Segment every vertex of ``scan`` (its jaw must be known) and decode the dentition.
