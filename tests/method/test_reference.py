@@ -100,7 +100,7 @@ def test_reference_loss_equals_the_hand_computed_value():
 
 
 def test_reference_pseudo_labels_come_from_the_frozen_student_then_the_student():
-    small = reference_method("cpu-small")  # 60 epochs, 15 of warm-up: 1/6 of 45 -> 8 frozen epochs
+    small = reference_method("cpu-small", **{"optim.epochs": 60})  # 15 of warm-up: 1/6 of 45 -> 8 frozen epochs
     assert not small.needs_teacher and small.needs_frozen_student
     assert [small.pseudo_label_source(e) for e in range(15, 25)] == ["frozen"] * 8 + ["student"] * 2
     full = reference_method("gpu-full")  # 200 epochs, 40 of warm-up: 27 of 160

@@ -6,8 +6,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = int(yaml.safe_load((ROOT / "configs" / "cpu-small.yaml").read_text())["optim"]["epochs"])  # rows without an override
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_accuracy_table_groups_seeds_and_reads_epochs(bench):
     lines = bench.accuracy_table(rows)
     sup = next(line for line in lines if line.startswith("| supervised |"))
     cells = [c.strip() for c in sup.split("|")[1:-1]]
-    assert cells[3] == "60" and cells[4] == "2"          # the config's epochs; two seeds grouped
+    assert cells[3] == str(EPOCHS) and cells[4] == "2"          # the config's epochs; two seeds grouped
     assert cells[5] == "0.600 ± 0.100"                   # mean ± population std of 0.5 and 0.7
     long = next(line for line in lines if line.startswith("| supervised+long |"))
     assert "| 180 | 1 | 0.800 |" in long
@@ -52,8 +54,8 @@ def test_plot_series_split_by_training_length_and_share_the_supervised_100_point
             row("geot+long", 0.2, 0, 0.75, epochs=180), row("supervised+long", 1.0, 0, 0.72, epochs=180),
             row("supervised+longer", 1.0, 0, 0.79, epochs=360)]
     series = bench.accuracy_series(rows)
-    assert set(series) == {("supervised", 60), ("geot", 60), ("geot", 180), ("supervised", 180), ("supervised", 360)}
-    assert series[("geot", 60)] == {0.2: [0.61, 0.63], 1.0: [0.62]}     # seeds grouped; 100% is supervised, 60 ep
+    assert set(series) == {("supervised", EPOCHS), ("geot", EPOCHS), ("geot", 180), ("supervised", 180), ("supervised", 360)}
+    assert series[("geot", EPOCHS)] == {0.2: [0.61, 0.63], 1.0: [0.62]}  # seeds grouped; 100% is supervised
     assert series[("geot", 180)] == {0.2: [0.75], 1.0: [0.72]}         # ... and 180 ep for the 180-ep line
     assert bench.target_reference(rows) == (360, pytest.approx(0.79))  # the longest-trained reference
     assert bench.target_reference(rows[:1]) is None
@@ -62,7 +64,7 @@ def test_plot_series_split_by_training_length_and_share_the_supervised_100_point
 def test_gpu_rows_stay_out_of_the_cpu_small_plot_and_say_their_hardware(bench):
     gpu = row("geot", 0.2, 0, 0.9) | {"config": "gpu-full.yaml", "hardware": "NVIDIA H200 GPU, 16-core CPU, torch 2"}
     rows = [row("supervised", 0.2, 0, 0.6), gpu]
-    assert bench.accuracy_series(rows) == {("supervised", 60): {0.2: [0.6]}}
+    assert bench.accuracy_series(rows) == {("supervised", EPOCHS): {0.2: [0.6]}}
     line = next(line for line in bench.accuracy_table(rows) if "gpu-full.yaml" in line)
     assert line.rstrip().endswith("| 30, H200 GPU |")
     assert bench.short_hardware("2-core x86_64 CPU, torch 2.13.0+cpu, 2 threads") == "2-core CPU"
