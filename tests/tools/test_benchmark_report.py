@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-EPOCHS = int(yaml.safe_load((ROOT / "configs" / "cpu-small.yaml").read_text())["optim"]["epochs"])  # rows without an override
+# rows without an epochs override train for the config's own epochs
+EPOCHS = int(yaml.safe_load((ROOT / "configs" / "cpu-small.yaml").read_text())["optim"]["epochs"])
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,8 @@ def test_plot_series_split_by_training_length_and_share_the_supervised_100_point
             row("geot+long", 0.2, 0, 0.75, epochs=180), row("supervised+long", 1.0, 0, 0.72, epochs=180),
             row("supervised+longer", 1.0, 0, 0.79, epochs=360)]
     series = bench.accuracy_series(rows)
-    assert set(series) == {("supervised", EPOCHS), ("geot", EPOCHS), ("geot", 180), ("supervised", 180), ("supervised", 360)}
+    assert set(series) == {("supervised", EPOCHS), ("geot", EPOCHS), ("geot", 180), ("supervised", 180),
+                           ("supervised", 360)}
     assert series[("geot", EPOCHS)] == {0.2: [0.61, 0.63], 1.0: [0.62]}  # seeds grouped; 100% is supervised
     assert series[("geot", 180)] == {0.2: [0.75], 1.0: [0.72]}         # ... and 180 ep for the 180-ep line
     assert bench.target_reference(rows) == (360, pytest.approx(0.79))  # the longest-trained reference
