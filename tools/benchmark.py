@@ -134,6 +134,7 @@ def run_accuracy(args: argparse.Namespace) -> None:
                        "test": len(data.split.test), "scored_on": "test",
                        **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
                        "best_val_miou_sampled": exp.result["best_val_miou"], "train_minutes": train_seconds / 60,
+                       "epochs": load_run_config(RUNS / base_name)["optim"]["epochs"], "threads": torch_threads(),
                        "minutes": (train_seconds + exp.evaluate_seconds) / 60, "resumed": exp.resumed,
                        "hardware": hardware(),
                        "command": command_line(),
@@ -567,8 +568,10 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
                                                                    else "")
         if "GPU" in rs[0].get("hardware", ""):
             minutes += f", {short_hardware(rs[0]['hardware'])}"
+        elif rs[0].get("threads") == 1:
+            minutes += ", 1 thread"
         lines.append(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | "
-                     f"{row_epochs(rs[0])} | {len(rs)} | {metrics} | "
+                     f"{epochs_cell(rs[0])} | {len(rs)} | {metrics} | "
                      f"{minutes} |")
     return lines
 
@@ -634,8 +637,14 @@ def config_epochs(config: str) -> int:
 
 
 def row_epochs(row: dict[str, Any]) -> int:
-    """Training epochs of one result row (the config's, unless overridden)."""
-    return int(row["overrides"].get("optim.epochs", config_epochs(row["config"])))
+    """Training epochs of one result row: as trained (a time budget settles them), else the config's unless
+    overridden."""
+    return int(row.get("epochs") or row["overrides"].get("optim.epochs", config_epochs(row["config"])))
+
+
+def epochs_cell(row: dict[str, Any]) -> str:
+    budget = row["overrides"].get("optim.minutes")
+    return f"{row_epochs(row)} ({budget:g} min budget)" if budget else str(row_epochs(row))
 
 
 def accuracy_series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, list[float]]]:
@@ -764,7 +773,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
         ax.plot([p["wall_minutes"] for p in pts], [p["miou"] for p in pts], marker="o",
                 label=f"{r['method']} {r['fraction']:.0%}, seed {r['seed']} ({r['decode']} decoder)")
     ax.axvline(60, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("training minutes (wall clock, 2-core CPU)")
+    ax.set_xlabel("training minutes (wall clock, 2-core CPU; docs/benchmarks.md says the threads)")
     ax.set_ylabel("tooth mIoU, test patients")
     ax.set_title("time to accuracy, cpu-small recipe on 108 real jaws", fontsize=9)
     ax.grid(alpha=0.3)

@@ -152,3 +152,12 @@ def test_startup_table_shows_the_last_sitting_per_environment(bench):
     assert "| after | 3.70 | 3.50 | 3.40 | 2.70 | 2.50 | none |" in after
     assert "| import torch (floor) | - | - | - | 1.80 | 1.60 | - |" in floor
     assert "| OMP_NUM_THREADS=1 | after | 3.90 |" in lines[6]
+
+
+def test_time_budget_rows_show_the_epochs_they_settled_and_their_threads(bench):
+    budget = row("supervised+60min", 1.0, 0, 0.8) | {"epochs": 412, "threads": 1}
+    budget["overrides"] = {"optim.minutes": 60}
+    line = next(line for line in bench.accuracy_table([budget]) if line.startswith("| supervised+60min |"))
+    cells = [c.strip() for c in line.split("|")[1:-1]]
+    assert cells[3] == "412 (60 min budget)" and cells[-1] == "30, 1 thread"
+    assert bench.row_epochs(row("supervised", 1.0, 0, 0.8, epochs=180)) == 180
