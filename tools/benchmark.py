@@ -201,7 +201,9 @@ def run_curve(args: argparse.Namespace) -> None:
     seconds = list(itertools.accumulate(logged_column(args.run / "log.csv", "seconds")))
     cpu = list(itertools.accumulate(logged_column(args.run / "log.csv", "cpu_seconds")))
     points = []
-    for snapshot in sorted((args.run / "checkpoints" / "snapshots").glob("epoch*.pt")):
+    snapshots = sorted((args.run / "checkpoints" / "snapshots").glob("epoch*.pt"),
+                       key=lambda p: int(p.stem.removeprefix("epoch")))
+    for snapshot in snapshots[::-1][:: args.stride][::-1]:  # every stride-th, always the last
         epoch = int(snapshot.stem.removeprefix("epoch"))
         out = args.run / "curve" / f"{snapshot.stem}-{args.decode}"
         report = score_scans(Segmenter.load(snapshot, device="cpu", decode=args.decode), test, out / "predictions",
@@ -839,6 +841,7 @@ def main() -> None:
     cur.add_argument("run", type=Path)
     cur.add_argument("--data", type=Path, default=DATA)
     cur.add_argument("--decode", default="full", help="decoder stage the snapshots predict with")
+    cur.add_argument("--stride", type=int, default=1, help="score every STRIDE-th snapshot (always the last)")
     dec = sub.add_parser("decoding", help="a run's test patients after each decoder stage, with timings")
     dec.add_argument("run", type=Path)
     dec.add_argument("--data", type=Path, default=DATA)

@@ -227,9 +227,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="labelled real jaws (Teeth3DS layout)")
     parser.add_argument("--limit", type=int, help="only the first N jaws (sorted by name)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random rotations and shifts")
+    parser.add_argument("--test-only", action="store_true",
+                        help="only the test jaws of the --model run folder (its split.json): a model's accuracy "
+                             "on jaws it was trained or chosen on says nothing")
     args = parser.parse_args()
 
-    files = find_scans(args.data)[: args.limit]
+    files = find_scans(args.data)
+    if args.test_only:
+        split = args.model / "split.json" if args.model is not None else None
+        if split is None or not split.is_file():
+            parser.error("--test-only needs --model RUN_FOLDER with a split.json")
+        test = set(json.loads(split.read_text())["test"])
+        files = [f for f in files if f.name in test]
+    files = files[: args.limit]
     scans = [read_scan(f.mesh, f.labels) for f in files]
     segmenter = None
     if args.model is not None:
@@ -240,7 +250,8 @@ def main() -> None:
     transforms = measure(scans, segmenter, args.seed, on_scan=lambda name: print(f"  {name}", end="\r", flush=True))
     model = "none" if args.model is None else str(args.model.resolve().relative_to(ROOT)
                                                      if args.model.resolve().is_relative_to(ROOT) else args.model)
-    record = {"model": model, "scans": len(scans), "transforms": transforms,
+    record = {"model": model, "scans": len(scans), "jaws": "test" if args.test_only else "all",
+              "transforms": transforms,
               "seconds_per_scan": step_seconds(scans), "minutes": (time.time() - start) / 60,
               "match_tolerance": MATCH, "seed": args.seed, "data": os.path.relpath(args.data, ROOT),
               "hardware": hardware(), "command": command_line().replace("benchmark.py", "robustness.py").strip(),
