@@ -748,7 +748,8 @@ def decoding_table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {Path(r['run']).name} | {names.get(r['stage'], r['stage'])} | {r['miou']:.3f} | "
                      f"{r['dice']:.3f} | {r['tsa']:.3f} | {r['exp_neg_tla']:.3f} | {r['tir']:.3f} | "
                      f"{r['jaws_with_duplicated_code']} of {r['test_scans']} | {r['jaws_with_missing_tooth']} | "
-                     f"{q['split']} / {q['merged']} of {q['true_teeth']} | {r['median_s_per_scan']:.2f} | {large} |")
+                     f"{q['split']} / {q['merged']} of {q['true_teeth']} | {r['median_s_per_scan']:.2f}"
+                     f"{' (1 thread)' if r.get('threads') == 1 else ''} | {large} |")
     return lines
 
 
