@@ -222,6 +222,12 @@ def run_curve(args: argparse.Namespace) -> None:
     put_row("curves", record, key="key")
 
 
+def repo_path(path: Path) -> str:
+    """``path`` relative to the checkout when it lies inside it (the form result rows keep), else as given."""
+    full = path.resolve()
+    return str(full.relative_to(ROOT)) if full.is_relative_to(ROOT) else str(path)
+
+
 def load_run_config(run: Path) -> dict[str, Any]:
     import yaml
 
@@ -272,7 +278,7 @@ def run_decoding(args: argparse.Namespace) -> None:
                 segmenter.predict(scan)
                 large[str(scan.num_vertices)] = time.perf_counter() - t
             overall = report.summary["overall"]
-            row = {"run": str(args.run.relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run),
+            row = {"run": repo_path(args.run),
                    "stage": stage_name, "test_scans": len(test),
                    **{k: overall[k] for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir")},
                    "jaws_with_duplicated_code": report.summary["jaws_with_duplicated_code"],
@@ -540,7 +546,7 @@ def run_diagnose(args: argparse.Namespace) -> None:
     from geot.analysis.diagnosis import diagnose
 
     report = diagnose(args.run, args.data, args.threshold, args.views)
-    report["run"] = str(args.run.relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run)
+    report["run"] = repo_path(args.run)
     report.update(command=command_line(), hardware=hardware(), date=time.strftime("%Y-%m-%d"))
     put_row("diagnosis", report, key="run")
     print(json.dumps(report, indent=1))

@@ -161,3 +161,10 @@ def test_time_budget_rows_show_the_epochs_they_settled_and_their_threads(bench):
     cells = [c.strip() for c in line.split("|")[1:-1]]
     assert cells[3] == "412 (60 min budget)" and cells[-1] == "30, 1 thread"
     assert bench.row_epochs(row("supervised", 1.0, 0, 0.8, epochs=180)) == 180
+
+
+def test_result_rows_name_runs_relative_to_the_checkout_however_they_were_given(bench, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    run = Path("runs") / "bench" / "some-run"
+    assert bench.repo_path(run) == bench.repo_path(ROOT / run) == str(run)
+    assert bench.repo_path(Path("/elsewhere/run")) == "/elsewhere/run"
