@@ -811,9 +811,9 @@ def run_report(args: argparse.Namespace) -> None:
         print("\n".join(lines) + "\n")
         text = replace_block(text, name, lines)
     doc.write_text(text)
-    if test_rows:
+    if accuracy_series(test_rows):  # rows of fixed-epoch runs; time-budget runs are in the curves plot
         plot_accuracy(test_rows, ROOT / "docs" / "miou_vs_fraction.png")
-    if old_rows:
+    if accuracy_series(old_rows):
         plot_accuracy(old_rows, ROOT / "docs" / "miou_vs_fraction-selection.png")
     if load_rows("curves"):
         plot_curves(load_rows("curves"), ROOT / "docs" / "time_to_accuracy.png")
