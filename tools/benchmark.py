@@ -193,11 +193,8 @@ def run_curve(args: argparse.Namespace) -> None:
     from geot.analysis.diagnosis import logged_column
     from geot.analysis.experiment import score_scans
     from geot.engine.predict import Segmenter
-    from geot.io.teeth3ds import find_scans
 
-    split = json.loads((args.run / "split.json").read_text())
-    by_name = {f.name: f for f in find_scans(args.data)}
-    test = [by_name[n] for n in split["test"]]
+    test = test_scans(args.run, args.data)
     seconds = list(itertools.accumulate(logged_column(args.run / "log.csv", "seconds")))
     cpu = list(itertools.accumulate(logged_column(args.run / "log.csv", "cpu_seconds")))
     points = []
@@ -220,6 +217,14 @@ def run_curve(args: argparse.Namespace) -> None:
               "points": points, "test_scans": len(test), "hardware": hardware(), "command": command_line(),
               "date": time.strftime("%Y-%m-%d")}
     put_row("curves", record, key="key")
+
+
+def test_scans(run: Path, data: Path) -> list[Any]:
+    """The run's test jaws (named in its ``split.json``), as found in ``data``, in the split's order."""
+    from geot.io.teeth3ds import find_scans
+
+    by_name = {f.name: f for f in find_scans(data)}
+    return [by_name[n] for n in json.loads((run / "split.json").read_text())["test"]]
 
 
 def repo_path(path: Path) -> str:
@@ -245,11 +250,9 @@ def run_decoding(args: argparse.Namespace) -> None:
     from geot.analysis.experiment import score_scans
     from geot.decode import instance_quality
     from geot.engine.predict import Segmenter
-    from geot.io.teeth3ds import find_scans, read_scan
+    from geot.io.teeth3ds import read_scan
 
-    split = json.loads((args.run / "split.json").read_text())
-    by_name = {f.name: f for f in find_scans(args.data)}
-    test = [by_name[n] for n in split["test"]]
+    test = test_scans(args.run, args.data)
     timed = test[: args.timed]
     with tempfile.TemporaryDirectory() as tmp:
         big = [upsampled(test[0].mesh, size, Path(tmp) / f"up{size}") for size in args.sizes]

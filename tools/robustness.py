@@ -218,7 +218,7 @@ def table(record: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchmark import DATA, ROOT, command_line, hardware, put_row
+    from benchmark import DATA, ROOT, command_line, hardware, put_row, repo_path, test_scans
 
     from geot.io.teeth3ds import find_scans, read_scan
 
@@ -234,11 +234,9 @@ def main() -> None:
 
     files = find_scans(args.data)
     if args.test_only:
-        split = args.model / "split.json" if args.model is not None else None
-        if split is None or not split.is_file():
+        if args.model is None or not (args.model / "split.json").is_file():
             parser.error("--test-only needs --model RUN_FOLDER with a split.json")
-        test = set(json.loads(split.read_text())["test"])
-        files = [f for f in files if f.name in test]
+        files = sorted(test_scans(args.model, args.data), key=lambda f: f.name)
     files = files[: args.limit]
     scans = [read_scan(f.mesh, f.labels) for f in files]
     segmenter = None
@@ -248,8 +246,7 @@ def main() -> None:
         segmenter = Segmenter.load(args.model, device="cpu")
     start = time.time()
     transforms = measure(scans, segmenter, args.seed, on_scan=lambda name: print(f"  {name}", end="\r", flush=True))
-    model = "none" if args.model is None else str(args.model.resolve().relative_to(ROOT)
-                                                     if args.model.resolve().is_relative_to(ROOT) else args.model)
+    model = "none" if args.model is None else repo_path(args.model)
     record = {"model": model, "scans": len(scans), "jaws": "test" if args.test_only else "all",
               "transforms": transforms,
               "seconds_per_scan": step_seconds(scans), "minutes": (time.time() - start) / 60,
