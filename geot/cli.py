@@ -209,7 +209,7 @@ def predict(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     format_: Annotated[list[str] | None, typer.Option(
         "--format", help="json, ply, obj, png, teeth (one mesh per tooth), html (one report page), explain; "
-                         "repeat for several [default: json ply png].")] = None,
+                         "repeat for several [default: json ply; png and html draw, which costs a second].")] = None,
     jaw: Annotated[str | None, typer.Option(help="lower | upper, for files whose name does not say.")] = None,
     decode: Annotated[str, typer.Option(help="Decoder stage: full (instances numbered along the arch), graphcut, "
                                              "argmax, none (one sample, argmax: geot 0.1).")] = "full",
@@ -220,7 +220,7 @@ def predict(
     rule: Annotated[str | None, typer.Option(help="Prediction rule module instead of the decoder, e.g. loki.")] = None,
     explain: Annotated[bool, typer.Option(help="Also write <name>.explain.npz: entropy, margin, saliency.")] = False,
 ) -> None:
-    """Segment scans; write Teeth3DS JSON (labels, instances, teeth table), a coloured PLY/OBJ and a PNG per scan."""
+    """Segment scans; write Teeth3DS JSON (labels, instances, teeth table) and a coloured PLY per scan."""
     from rich.progress import track
 
     # before torch loads OpenMP: idle worker threads sleep instead of spinning, which on a shared machine
@@ -240,7 +240,7 @@ def predict(
         raise GeotError("no scans found in the given inputs")
     done = track(range(len(files)), description="segmenting", console=err, disable=not sys.stderr.isatty())
     steps = iter(done)
-    formats = list(format_ or ("json", "ply", "png")) + (["explain"] if explain else [])
+    formats = list(format_ or ("json", "ply")) + (["explain"] if explain else [])
     report = predict_files(segmenter, files, out, formats, named_jaw, overwrite,
                            on_scan=lambda _: next(steps, None), workers=workers, mirrored=mirrored)
     console.print(f"segmented {len(report.written)} scan(s) into {out}"

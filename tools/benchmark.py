@@ -378,7 +378,8 @@ _HEAVY_CHECK = """
 import json, sys
 import geot.engine.predict
 print(json.dumps({"geot": geot.__file__,
-                  "heavy": [name for name in ("torch_geometric", "torch._dynamo") if name in sys.modules]}))
+                  "heavy": [name for name in ("torch_geometric", "torch._dynamo", "trimesh", "matplotlib")
+                            if name in sys.modules]}))
 """
 
 
@@ -395,7 +396,8 @@ def timed(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[
 
 
 def run_startup(args: argparse.Namespace) -> None:
-    """``geot predict MODEL scan --format json`` in a fresh process, and ``import geot.engine.predict`` alone.
+    """``geot predict MODEL scan`` (default outputs: JSON and PLY) in a fresh process, and
+    ``import geot.engine.predict`` alone.
 
     Each tree (a checkout: ``before=/path/to/base``) is timed with its own geot on the path; the runs of the
     trees alternate, so a machine whose load drifts during the sitting treats them alike.
@@ -414,7 +416,7 @@ def run_startup(args: argparse.Namespace) -> None:
                 tree = str(Path(tree).resolve())  # run from the tree too: the working folder comes first on the path
                 env = {**os.environ, **extra, "PYTHONPATH": tree}
                 predict = [sys.executable, "-m", "geot", "predict", str(args.model.resolve()), str(scan), "--out",
-                           str(Path(tmp) / label), "--format", "json", "--overwrite", "--device", "cpu"]
+                           str(Path(tmp) / label), "--overwrite", "--device", "cpu"]  # default outputs
                 for kind, cmd in (("predict", predict), ("import", [sys.executable, "-c", _HEAVY_CHECK])):
                     wall, cpu, out = timed(cmd, env, cwd=tree)
                     samples[label].setdefault(f"{kind}_wall_s", []).append(wall)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import trimesh
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, minimum_spanning_tree
 from scipy.spatial import cKDTree
@@ -87,13 +86,13 @@ class PointFeatures:
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray | None, k: int = 16) -> np.ndarray:
     """Unit normals, consistently signed across the surface but not yet facing a known side.
 
-    Meshes: area-weighted face normals (signed by the winding). Clouds, and meshes whose faces are wound
-    every which way: local PCA normals whose signs are passed from neighbour to neighbour along the
-    smoothest paths (a minimum spanning tree).
+    Meshes: face normals weighted by their corner angles (signed by the winding). Clouds, and meshes whose
+    faces are wound every which way: local PCA normals whose signs are passed from neighbour to neighbour
+    along the smoothest paths (a minimum spanning tree).
     """
     if faces is None or not len(faces) or _miswound_share(faces) > _MISWOUND:
         return _consistent_signs(vertices, _pca_normals(vertices, k))
-    normals = np.array(trimesh.Trimesh(vertices, faces, process=False).vertex_normals, dtype=np.float64)
+    normals = _angle_weighted_normals(np.asarray(vertices, dtype=np.float64), np.asarray(faces))
     isolated = np.linalg.norm(normals, axis=1) < 0.5  # vertices in no face get a PCA normal
     if isolated.all():
         return _consistent_signs(vertices, _pca_normals(vertices, k))
@@ -102,6 +101,33 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray | None, k: int = 16) 
         loose = _pca_normals(vertices, k)[isolated]
         normals[isolated] = loose * np.where((loose * normals[~isolated][nearest]).sum(1) < 0, -1.0, 1.0)[:, None]
     return normals
+
+
+def _angle_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Each face's unit normal weighted by its angle at the vertex (Thürrner and Wüthrich 1998), so a vertex's
+    normal does not depend on how finely the faces around it are cut; zero for vertices in no face.
+
+    The same normals as trimesh's ``vertex_normals`` (to rounding), without importing trimesh on the path
+    of ``geot predict``; degenerate faces (an angle under 1e-8 rad) add nothing, as there.
+    """
+    corners = vertices[faces]
+    face_normals = _unit(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]))
+    u, v, w = (_unit(corners[:, b] - corners[:, a]) for a, b in ((0, 1), (0, 2), (1, 2)))
+    angles = np.empty((len(faces), 3))
+    angles[:, 0] = np.arccos(np.clip((u * v).sum(1), -1.0, 1.0))
+    angles[:, 1] = np.arccos(np.clip((-u * w).sum(1), -1.0, 1.0))
+    angles[:, 2] = np.pi - angles[:, 0] - angles[:, 1]
+    angles[(angles < 1e-8).any(axis=1)] = 0.0
+    weighted = (angles[:, :, None] * face_normals[:, None, :]).reshape(-1, 3)
+    corner_of = faces.reshape(-1)
+    summed = np.stack([np.bincount(corner_of, weighted[:, d], minlength=len(vertices)) for d in range(3)], axis=1)
+    return _unit(summed)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1; rows of (near) zero length stay zero."""
+    length = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > 1e-12)
 
 
 def _pca_normals(vertices: np.ndarray, k: int) -> np.ndarray:

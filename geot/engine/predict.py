@@ -249,7 +249,7 @@ def output_names(files: Sequence[ScanFiles]) -> list[str]:
 
 
 def predict_files(segmenter: Segmenter | str | Path, files: Sequence[ScanFiles], out_dir: str | Path,
-                  formats: Sequence[str] = ("json", "ply", "png"), jaw: fdi.Jaw | None = None,
+                  formats: Sequence[str] = ("json", "ply"), jaw: fdi.Jaw | None = None,
                   overwrite: bool = False, on_scan: Callable[[Path], None] | None = None,
                   workers: int = 1, mirrored: bool = False) -> PredictReport:
     """Segment each scan and write ``out_dir/<name>.{json,ply,...}``; a bad scan is reported, not fatal.

@@ -448,8 +448,9 @@ class Trainer:
         state.metrics = {k: v for k, v in row.items() if k.startswith("val_")}
         checkpoint = state.state_dict()
         save_checkpoint(self.ckpt_dir / "last.pt", checkpoint)
-        if improved or (not self.data.val and last_epoch):
-            save_checkpoint(self.ckpt_dir / "best.pt", checkpoint)
+        if improved or (not self.data.val and last_epoch):  # for predicting: no optimizer state (2/3 of the file)
+            save_checkpoint(self.ckpt_dir / "best.pt",
+                            {k: v for k, v in checkpoint.items() if k not in ("optimizer", "scheduler", "rng")})
         if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:  # for accuracy-over-time curves
             save_checkpoint(self.ckpt_dir / "snapshots" / f"epoch{epoch + 1:04d}.pt",
                             {k: checkpoint[k] for k in ("format_kind", "geot_version", "epoch", "model", "config",

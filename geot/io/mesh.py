@@ -1,16 +1,20 @@
-"""Mesh and point-cloud files (OBJ, PLY, STL) via trimesh, with vertex order kept as in the file."""
+"""Mesh and point-cloud files (OBJ, PLY, STL), with vertex order kept as in the file.
+
+Plain OBJs and the files geot writes take :mod:`geot.io.plain`; everything else is read by trimesh.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import trimesh
 
 from geot import labels as fdi
 from geot.errors import ScanError
 from geot.io.atomic import atomic_write
+from geot.io.plain import obj_text, ply_bytes, read_plain_obj
 
 MESH_SUFFIXES = (".obj", ".ply", ".stl")
 
@@ -38,6 +42,11 @@ def read_mesh(path: str | Path) -> MeshData:
         raise ScanError(path, "file not found")
     if path.stat().st_size == 0:
         raise ScanError(path, "mesh is empty (file has 0 bytes)")
+    plain = read_plain_obj(path) if suffix == ".obj" else None
+    if plain is not None:
+        return MeshData(*plain)
+    import trimesh  # the general reader: about 0.3 s to import, so only when needed
+
     try:
         loaded = trimesh.load(path, file_type=suffix[1:], process=suffix == ".stl")
     except Exception as exc:  # trimesh raises many types on malformed files
@@ -57,7 +66,7 @@ def read_mesh(path: str | Path) -> MeshData:
     return MeshData(vertices, faces, _ply_labels(loaded) if suffix == ".ply" else None)
 
 
-def _ply_labels(loaded: trimesh.Trimesh | trimesh.PointCloud) -> np.ndarray | None:
+def _ply_labels(loaded: Any) -> np.ndarray | None:
     raw = loaded.metadata.get("_ply_raw", {}).get("vertex", {}).get("data")
     names = raw.keys() if isinstance(raw, dict) else getattr(getattr(raw, "dtype", None), "names", None) or ()
     if "label" not in names:  # binary PLY gives a structured array, ASCII a dict of columns
@@ -79,13 +88,11 @@ def write_labelled_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarra
     fdi_labels = np.asarray(fdi_labels, dtype=np.int64)
     colours = fdi.PALETTE[fdi.fdi_to_class(fdi_labels, jaw)]
     rgba = np.concatenate([colours, np.full((len(colours), 1), 255, np.uint8)], axis=1)
-    faces = np.zeros((0, 3), np.int64) if faces is None else faces  # a cloud: a mesh without faces
-    geometry = trimesh.Trimesh(vertices, faces, vertex_colors=rgba, process=False)
+    vertices = np.asarray(vertices, dtype=np.float64)
     if suffix == ".ply":
-        geometry.vertex_attributes["label"] = fdi_labels.astype(np.int32)
-        data = geometry.export(file_type="ply", encoding="binary", include_attributes=True)
+        data: bytes | str = ply_bytes(vertices, faces, rgba, fdi_labels)
     else:
-        data = geometry.export(file_type="obj", include_normals=False)
+        data = obj_text(vertices, faces, colours)
     with atomic_write(path, "wb" if isinstance(data, bytes) else "w", overwrite=overwrite) as f:
         f.write(data)
     return path

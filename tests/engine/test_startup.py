@@ -1,4 +1,5 @@
-"""What predicting imports: neither PyG nor torch's compiler stack, which took seconds of every ``geot predict``.
+"""What predicting imports: neither PyG nor torch's compiler stack, which took seconds of every ``geot predict``,
+nor trimesh or matplotlib (a third and half a second) for the default outputs of a plain OBJ.
 
 ``geot predict`` also sets OpenMP's idle threads to sleep (``OMP_WAIT_POLICY=PASSIVE``) before torch loads.
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import geot
 
-HEAVY = ("torch_geometric", "torch._dynamo")  # PyG imports torch._dynamo; nothing geot predicts with needs it
+HEAVY = ("torch_geometric", "torch._dynamo",  # PyG imports torch._dynamo; nothing geot predicts with needs it
+         "trimesh", "matplotlib")  # general mesh reading and pictures: only for the files and outputs that need them
 REPORT_HEAVY = f"import sys\nheavy = [m for m in {HEAVY!r} if m in sys.modules]\nassert not heavy, heavy\n"
 ENV = {**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"},
        "PYTHONPATH": str(Path(geot.__file__).parents[1]), "OMP_NUM_THREADS": "1"}  # this checkout's geot
@@ -33,8 +35,8 @@ def test_importing_the_predictor_loads_no_pyg():
 
 
 def test_geot_predict_loads_no_pyg(tmp_path):
-    """The whole command on one scan (config, checkpoint, model, features, forward, JSON and PLY out); it also
-    lets OpenMP's idle threads sleep."""
+    """The whole command on one scan with its default outputs (config, checkpoint, model, features, forward,
+    decoder, JSON and PLY out); it also lets OpenMP's idle threads sleep."""
     from geot.config import config_dict, load_config
     from geot.data.synth import write_synthetic_dataset
     from geot.engine.checkpoint import save_checkpoint
@@ -52,8 +54,7 @@ def test_geot_predict_loads_no_pyg(tmp_path):
             "finally:\n" + "".join(f"    {line}\n" for line in REPORT_HEAVY.splitlines()) +
             "    import os\n"
             "    assert os.environ.get('OMP_WAIT_POLICY') == 'PASSIVE', os.environ.get('OMP_WAIT_POLICY')\n")
-    run_python(code, str(tmp_path / "model.pt"), str(mesh), "--out", str(tmp_path / "out"), "--format", "json",
-               "--format", "ply", "--device", "cpu")
+    run_python(code, str(tmp_path / "model.pt"), str(mesh), "--out", str(tmp_path / "out"), "--device", "cpu")
     labels = json.loads((tmp_path / "out" / f"{mesh.stem}.json").read_text())["labels"]
     assert len(labels) == sum(line.startswith("v ") for line in mesh.read_text().splitlines())
     assert (tmp_path / "out" / f"{mesh.stem}.ply").stat().st_size > 0
