@@ -566,9 +566,9 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         groups.setdefault((r["method"], r["fraction"], r["config"]), []).append(r)
 
-    def cell(rs: list[dict], key: str) -> str:
+    def cell(rs: list[dict], key: str) -> str:  # mean ± sample standard deviation over seeds
         vals = [r[key] for r in rs]
-        return f"{np.mean(vals):.3f}" + (f" ± {np.std(vals):.3f}" if len(vals) > 1 else "")
+        return f"{np.mean(vals):.3f}" + (f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else "")
 
     lines = ["| method | labelled | config | epochs | seeds | tooth mIoU | Dice | accuracy | TSA | exp(-TLA) | TIR "
              "| minutes/run |",
@@ -584,7 +584,7 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
         elif rs[0].get("threads") == 1:
             minutes += ", 1 thread"
         lines.append(f"| {method} | {fraction:.0%} ({rs[0]['labelled']} scans) | {config} | "
-                     f"{epochs_cell(rs[0])} | {len(rs)} | {metrics} | "
+                     f"{epochs_cell(*rs)} | {len(rs)} | {metrics} | "
                      f"{minutes} |")
     return lines
 
@@ -655,9 +655,12 @@ def row_epochs(row: dict[str, Any]) -> int:
     return int(row.get("epochs") or row["overrides"].get("optim.epochs", config_epochs(row["config"])))
 
 
-def epochs_cell(row: dict[str, Any]) -> str:
-    budget = row["overrides"].get("optim.minutes")
-    return f"{row_epochs(row)} ({budget:g} min budget)" if budget else str(row_epochs(row))
+def epochs_cell(*rows: dict[str, Any]) -> str:
+    """The epochs of one or more runs of a row: a range when a time budget settled them differently."""
+    low, high = min(map(row_epochs, rows)), max(map(row_epochs, rows))
+    epochs = str(low) if low == high else f"{low}-{high}"
+    budget = rows[0]["overrides"].get("optim.minutes")
+    return f"{epochs} ({budget:g} min budget)" if budget else epochs
 
 
 def accuracy_series(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[float, list[float]]]:
@@ -704,8 +707,8 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> None:
     for (method, epochs), points in sorted(series.items(), key=lambda kv: (kv[0][1], MAIN_METHODS.index(kv[0][0]))):
         marker, line = styles[epochs]
         ax.errorbar([f * 100 for f in points], [np.mean(v) for v in points.values()],
-                    yerr=[np.std(v) for v in points.values()], color=colours[method], capsize=3,
-                    marker=marker, linestyle=line, label=f"{method}, {epochs} epochs")
+                    yerr=[np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in points.values()],
+                    color=colours[method], capsize=3, marker=marker, linestyle=line, label=f"{method}, {epochs} epochs")
     reference = target_reference(rows)
     if reference:  # the project's target: 98% of fully supervised mIoU
         ax.axhline(0.98 * reference[1], color="grey", linestyle="--", linewidth=1,
@@ -775,6 +778,33 @@ def curves_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+CURVE_MARKS = (5, 10, 20, 30, 45, 60)  # training minutes at which the summary reads each run
+
+
+def curves_summary(records: list[dict[str, Any]]) -> list[str]:
+    """Test tooth mIoU of the model one would hold after each mark's minutes of training (a run's last
+    snapshot at or before the mark), mean ± sample standard deviation over the seeds of a method and fraction."""
+    import numpy as np
+
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["fraction"], r["decode"]), []).append(r)
+    lines = ["| method | labelled | decoder | seeds | " + " | ".join(f"{m} min" for m in CURVE_MARKS) + " |",
+             "|---|---|---|---|" + "---|" * len(CURVE_MARKS)]
+    for (method, fraction, decode), rs in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        cells = []
+        for mark in CURVE_MARKS:
+            held = [max((p for p in r["points"] if p["wall_minutes"] <= mark), key=lambda p: p["wall_minutes"],
+                        default=None) for r in rs]
+            values = [p["miou"] for p in held if p is not None]
+            if len(values) < len(rs):
+                cells.append("-")  # a seed had no snapshot yet
+            else:
+                cells.append(f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""))
+        lines.append(f"| {method} | {fraction:.0%} | {decode} | {len(rs)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -782,10 +812,16 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for r in records:
-        pts = sorted(r["points"], key=lambda p: p["epoch"])
-        ax.plot([p["wall_minutes"] for p in pts], [p["miou"] for p in pts], marker="o",
-                label=f"{r['method']} {r['fraction']:.0%}, seed {r['seed']} ({r['decode']} decoder)")
+        groups.setdefault((r["method"], r["fraction"], r["decode"]), []).append(r)
+    for i, ((method, fraction, decode), rs) in enumerate(sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0]))):
+        for j, r in enumerate(sorted(rs, key=lambda r: r["seed"])):  # one line per seed, one colour per group
+            pts = sorted(r["points"], key=lambda p: p["epoch"])
+            seeds = ", ".join(str(x["seed"]) for x in sorted(rs, key=lambda x: x["seed"]))
+            ax.plot([p["wall_minutes"] for p in pts], [p["miou"] for p in pts], marker="o", markersize=3,
+                    color=f"C{i}", alpha=0.8, linewidth=1,
+                    label=None if j else f"{method} {fraction:.0%} ({decode} decoder; seed {seeds})")
     ax.axvline(60, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training minutes (wall clock, 2-core CPU; docs/benchmarks.md says the threads)")
     ax.set_ylabel("tooth mIoU, test patients")
@@ -807,7 +843,7 @@ def run_report(args: argparse.Namespace) -> None:
     old_rows = [r for r in rows if r.get("scored_on") != "test"]
     tables = {"accuracy": accuracy_table(test_rows), "accuracy-selection": accuracy_table(old_rows),
               "levers": levers_table(load_rows("levers")), "decoding": decoding_table(load_rows("decoding")),
-              "curves": curves_table(load_rows("curves")),
+              "curves": curves_table(load_rows("curves")), "curves-summary": curves_summary(load_rows("curves")),
               "inference": inference_table(load_rows("inference")),
               "training": training_table(load_rows("training")), "startup": startup_table(load_rows("startup"))}
     doc = ROOT / "docs" / "benchmarks.md"
