@@ -10,13 +10,17 @@ as Teeth3DS labels (one per ``v`` line) need, where trimesh drops it even with `
 
 from __future__ import annotations
 
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 
 # OBJ statements that change nothing about a triangle mesh's vertices and faces. Groups, objects and
 # materials ("g", "o", "usemtl") are left to trimesh, which may split the mesh by them.
-_IGNORED = ("#", "vn ", "vt ", "s ", "mtllib ")
+_KNOWN = {"v", "f", "vn", "vt", "s", "mtllib"}
+_FIRST_WORD = re.compile(r"^(\S+)", re.MULTILINE)
+_INDENTED = re.compile(r"^[ \t]+\S", re.MULTILINE)
 
 
 def read_plain_obj(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -24,30 +28,32 @@ def read_plain_obj(path: Path) -> tuple[np.ndarray, np.ndarray | None] | None:
 
     ``v`` lines may carry a colour (``v x y z r g b``). None when the file needs the general reader:
     polygons, ``/`` indices, negative or out-of-range indices, groups, or lines this reader does not know.
+    Parsed by numpy's C reader, so a 160k-vertex scan reads in about the time trimesh takes.
     """
-    vertex_rows, face_rows = [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for raw in f:
-            line = raw.strip()
-            if line.startswith("v "):
-                vertex_rows.append(line[2:].split())
-            elif line.startswith("f "):
-                face_rows.append(line[2:].split())
-            elif line and not line.startswith(_IGNORED):
-                return None
-    widths = {len(row) for row in vertex_rows}
-    if not vertex_rows or not widths <= {3, 6} or len(widths) > 1:
-        return None
-    if face_rows and {len(row) for row in face_rows} != {3}:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    words = set(_FIRST_WORD.findall(text))
+    if any(w not in _KNOWN and not w.startswith("#") for w in words) or _INDENTED.search(text):
         return None
     try:
-        vertices = np.array(vertex_rows, dtype=np.float64)[:, :3]
-        faces = np.array(face_rows, dtype=np.int64).reshape(-1, 3) - 1 if face_rows else None
-    except ValueError:  # "1/2/3" indices, or text where a number belongs
+        vertices = _table(text, "v", np.float64)
+        faces = _table(text, "f", np.int64)
+    except ValueError:  # "1/2/3" indices, rows of unequal length, or text where a number belongs
         return None
-    if faces is not None and (faces.min() < 0 or faces.max() >= len(vertices)):
+    if vertices is None or vertices.shape[1] not in (3, 6):
         return None
-    return vertices, faces
+    if faces is None:
+        return vertices[:, :3].copy(), None
+    if faces.shape[1] != 3 or faces.min() < 1 or faces.max() > len(vertices):
+        return None
+    return vertices[:, :3].copy(), faces - 1
+
+
+def _table(text: str, keyword: str, dtype: type) -> np.ndarray | None:
+    """The numbers after ``keyword`` on each of its lines, one row per line (None when there is none)."""
+    rows = re.findall(rf"^{keyword}[ \t]+(.*)$", text, re.MULTILINE)
+    if not rows:
+        return None
+    return np.loadtxt(io.StringIO("\n".join(rows)), dtype=dtype, ndmin=2, comments=None)
 
 
 def ply_bytes(vertices: np.ndarray, faces: np.ndarray | None, rgba: np.ndarray, labels: np.ndarray) -> bytes:
