@@ -101,6 +101,20 @@ def gradient_norms(parts: dict[str, torch.Tensor], model: nn.Module) -> dict[str
     return norms
 
 
+def epochs_for_budget(epoch: int, epoch_seconds: list[float], val_seconds: list[float], budget_seconds: float,
+                      val_every: int, phase: int = 0, recent: int = 10) -> int | None:
+    """How many epochs fit a time budget, seen after epoch ``epoch`` (0-based): those done, plus what the time
+    left buys at the pace of the last ``recent`` epochs from ``phase`` on (validation at its share). At least
+    one more epoch, so the run ends on a validated epoch; None until three epochs of the phase are known.
+    """
+    seconds = epoch_seconds[phase:]
+    if len(seconds) < 3:
+        return None
+    per_epoch = float(np.median(seconds[-recent:])) + (float(np.mean(val_seconds)) / val_every if val_seconds else 0.0)
+    left = budget_seconds - sum(epoch_seconds) - sum(val_seconds)
+    return max(epoch + 2, epoch + 1 + int(left / per_epoch))
+
+
 def learning_rate_factor(opt: OptimConfig) -> Callable[[int], float]:
     """The learning rate of step ``s`` as a share of ``opt.lr``: linear warm-up, then cosine decay to 0 (or flat).
 
@@ -249,7 +263,9 @@ class Trainer:
                 "parameters": count_parameters(self.state.model)}
 
     def _settle_budget(self, epoch: int) -> None:
-        """With ``optim.minutes``, fix the number of epochs once the cost of an epoch is known.
+        """With ``optim.minutes``, fix the number of epochs once the cost of an epoch is known, and correct it at
+        every validation after, from the recent pace: epochs slowed by a fifth over an hour on the 2-core
+        machine, which made 60-minute budgets run 62-68 minutes when the number was fixed once.
 
         The cost is read where training will spend most of its time: after warm-up when unlabelled scans
         join (a teacher-student epoch costs about twice a supervised one), over at least three epochs and
@@ -257,19 +273,17 @@ class Trainer:
         config.yaml and the checkpoint, so a resumed run keeps it.
         """
         opt, cfg = self.cfg.optim, self.cfg
-        if not opt.minutes or self.state.budget_epochs is not None:
+        settled = self.state.budget_epochs is not None
+        if not opt.minutes or (settled and ((epoch + 1) % cfg.val_every or epoch + 1 >= opt.epochs)):
             return
         epochs = 0
         phase = cfg.semi.warmup_epochs if self.semi_possible and cfg.semi.warmup_epochs < opt.epochs else 0
-        seconds = self.epoch_seconds[phase:]
-        if dist.is_main() and len(seconds) >= 3 and (self.val_seconds or not self.data.val):
-            per_epoch = float(np.median(seconds)) + (float(np.mean(self.val_seconds)) / cfg.val_every
-                                                      if self.data.val else 0.0)
-            left = opt.minutes * 60 - sum(self.epoch_seconds) - sum(self.val_seconds)
-            epochs = max(epoch + 2, epoch + 1 + int(left / per_epoch))
+        if dist.is_main() and (self.val_seconds or not self.data.val):
+            epochs = epochs_for_budget(epoch, self.epoch_seconds, self.val_seconds if self.data.val else [],
+                                       opt.minutes * 60, cfg.val_every, phase) or 0
         if dist.active():  # every process takes the first one's decision (0: not yet)
             epochs = int(dist.all_reduce_sum(torch.tensor([epochs], dtype=torch.float64)).item())
-        if not epochs:
+        if not epochs or epochs == opt.epochs:
             return
         opt.epochs = self.state.budget_epochs = epochs
         if dist.is_main():

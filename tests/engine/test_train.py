@@ -14,7 +14,7 @@ from geot.config import load_config
 from geot.data.sources import gather_data
 from geot.data.synth import write_synthetic_dataset
 from geot.engine.checkpoint import load_checkpoint
-from geot.engine.train import draws, rampup, train
+from geot.engine.train import draws, epochs_for_budget, rampup, train
 from geot.errors import GeotError
 
 TINY = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.25, "data.test_fraction": 0.0,
@@ -176,3 +176,14 @@ def test_a_time_budget_fixes_the_epochs_once_their_cost_is_known(jaws, tmp_path)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["budget_epochs"] == settled and state["config"]["optim"]["epochs"] == settled
     assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)  # the cosine schedule ended with the run
+
+
+def test_a_budget_follows_the_recent_pace_and_always_ends_on_a_later_epoch():
+    steady = [10.0] * 10
+    assert epochs_for_budget(9, steady, [], 600, val_every=5) == 60          # 100 s spent, 500 s buy 50 more
+    slowing = [10.0] * 10 + [20.0] * 10                                       # 300 s spent at 20 s an epoch now
+    assert epochs_for_budget(19, slowing, [], 600, val_every=5) == 35        # not 50, as the first pace would say
+    assert epochs_for_budget(19, slowing, [40.0, 40.0], 600, val_every=5) == 27  # validation at its share (8 s)
+    assert epochs_for_budget(59, steady * 6, [], 300, val_every=5) == 61     # over budget: one more epoch, no less
+    assert epochs_for_budget(1, [10.0, 10.0], [], 600, val_every=5) is None  # too few epochs to know the pace
+    assert epochs_for_budget(12, [5.0] * 10 + [30.0] * 3, [], 900, val_every=5, phase=10) == 38  # pace after warm-up
