@@ -85,7 +85,7 @@ class OptimConfig(_Strict):
     grad_clip: float = 1.0
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_steps: int = 0             # linear learning-rate warm-up before the schedule
-    minutes: float | None = None      # a wall-clock budget: epochs fit to it from their cost, corrected at each validation
+    minutes: float | None = None      # wall-clock budget: epochs fit to their cost, corrected at each validation
     autocast: Literal["none", "bf16"] = "none"  # bf16: forward passes in bfloat16 where safe (faster on CPUs with
                                       # AVX-512 BF16 or AMX; weights and optimiser stay float32)
 
