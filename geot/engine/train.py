@@ -264,7 +264,7 @@ class Trainer:
 
     def _settle_budget(self, epoch: int) -> None:
         """With ``optim.minutes``, fix the number of epochs once the cost of an epoch is known, and correct it at
-        every validation after, from the recent pace: epochs slowed by a fifth over an hour on the 2-core
+        every validation after, from the recent pace: epochs slowed by 10-20% over an hour on the 2-core
         machine, which made 60-minute budgets run 62-68 minutes when the number was fixed once.
 
         The cost is read where training will spend most of its time: after warm-up when unlabelled scans
