@@ -374,12 +374,11 @@ def run_inference(args: argparse.Namespace) -> None:
 
 # --- start-up: one scan, one fresh process ----------------------------------------------------------------
 
-_HEAVY_CHECK = """
+HEAVY = ("torch_geometric", "torch._dynamo", "trimesh", "matplotlib")  # modules predicting should not load
+_HEAVY_CHECK = f"""
 import json, sys
 import geot.engine.predict
-print(json.dumps({"geot": geot.__file__,
-                  "heavy": [name for name in ("torch_geometric", "torch._dynamo", "trimesh", "matplotlib")
-                            if name in sys.modules]}))
+print(json.dumps({{"geot": geot.__file__, "heavy": [name for name in {HEAVY!r} if name in sys.modules]}}))
 """
 
 
@@ -438,6 +437,7 @@ def run_startup(args: argparse.Namespace) -> None:
                                            capture_output=True, text=True).stdout.strip() or None
         rows.append(row)
     record = {"model": str(args.model), "scan": str(scan), "vertices": len(read_mesh(scan).vertices),
+              "heavy_checked": list(HEAVY),
               "repeats": args.repeats, "env": extra,
               "threads": {**os.environ, **extra}.get("OMP_NUM_THREADS", "default"),
               "load_average": [load_before, os.getloadavg()[0]], "rows": rows, "hardware": hardware(),
@@ -602,10 +602,12 @@ def inference_table(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def startup_table(runs: list[dict[str, Any]]) -> list[str]:
-    lines = ["| hardware | environment | tree | geot predict: median wall (s) | min wall (s) | median CPU user+sys (s) "
-             "| import geot.engine.predict: median wall (s) | median CPU (s) | PyG / dynamo imported | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    latest = {(run["hardware"], json.dumps(run["env"], sort_keys=True)): run for run in runs}  # last sitting of each
+    lines = ["| hardware | environment | model | tree | geot predict: median wall (s) | min wall (s) | median CPU "
+             "user+sys (s) | import geot.engine.predict: median wall (s) | median CPU (s) | heavy modules imported "
+             "| load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    latest = {(run["hardware"], json.dumps(run["env"], sort_keys=True), run["model"]): run
+              for run in runs}  # the last sitting of each machine, environment and model
     for run in latest.values():
         env = " ".join(f"{k}={v}" for k, v in sorted(run["env"].items())) or "defaults"
         load = "-".join(f"{x:.1f}" for x in run["load_average"])
@@ -613,7 +615,10 @@ def startup_table(runs: list[dict[str, Any]]) -> list[str]:
             predict = (f"{r['predict_wall_s']:.2f} | {min(r['samples']['predict_wall_s']):.2f} | "
                        f"{r['predict_cpu_s']:.2f}" if "predict_wall_s" in r else "- | - | -")
             heavy = "-" if r["heavy_imports"] is None else ", ".join(r["heavy_imports"]) or "none"
-            lines.append(f"| {short_hardware(run['hardware'])} | {env} | {r['tree']} | {predict} | "
+            if r["heavy_imports"] is not None and "heavy_checked" not in run:  # sittings before trimesh was checked
+                heavy += " (PyG, dynamo checked)"
+            model = "bundle" if "bundle" in Path(run["model"]).name else "run folder"
+            lines.append(f"| {short_hardware(run['hardware'])} | {env} | {model} | {r['tree']} | {predict} | "
                          f"{r['import_wall_s']:.2f} | {r['import_cpu_s']:.2f} | {heavy} | {load} |")
     return lines
 
