@@ -118,7 +118,7 @@ class Config(_Strict):
 
     seed: int = 0
     device: str = "auto"
-    val_every: int = 5                # epochs between validations
+    val_every: int = Field(5, ge=1)   # epochs between validations
     snapshot_every: int = 0           # epochs between weight snapshots (checkpoints/snapshots/), 0: none
     log_grad_norms: bool = False      # log each loss term's gradient norm on the network (first step of epochs)
     tensorboard: bool = False         # also log to out/tensorboard (needs the 'tb' extra)

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import statistics
@@ -436,8 +437,10 @@ def run_startup(args: argparse.Namespace) -> None:
             row["commit"] = subprocess.run(["git", "-C", trees[label], "describe", "--always", "--dirty"],
                                            capture_output=True, text=True).stdout.strip() or None
         rows.append(row)
-    record = {"model": str(args.model), "scan": str(scan), "vertices": len(read_mesh(scan).vertices),
-              "heavy_checked": list(HEAVY),
+    kind = "bundle" if (args.model / "model.safetensors").is_file() else "run folder" if args.model.is_dir() \
+        else "checkpoint"
+    record = {"model": str(args.model), "model_kind": kind, "scan": str(scan),
+              "vertices": len(read_mesh(scan).vertices), "heavy_checked": list(HEAVY),
               "repeats": args.repeats, "env": extra,
               "threads": {**os.environ, **extra}.get("OMP_NUM_THREADS", "default"),
               "load_average": [load_before, os.getloadavg()[0]], "rows": rows, "hardware": hardware(),
@@ -606,7 +609,7 @@ def startup_table(runs: list[dict[str, Any]]) -> list[str]:
              "user+sys (s) | import geot.engine.predict: median wall (s) | median CPU (s) | heavy modules imported "
              "| load avg |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    latest = {(run["hardware"], json.dumps(run["env"], sort_keys=True), run["model"]): run
+    latest = {(run["hardware"], json.dumps(run["env"], sort_keys=True), run.get("model")): run
               for run in runs}  # the last sitting of each machine, environment and model
     for run in latest.values():
         env = " ".join(f"{k}={v}" for k, v in sorted(run["env"].items())) or "defaults"
@@ -617,7 +620,7 @@ def startup_table(runs: list[dict[str, Any]]) -> list[str]:
             heavy = "-" if r["heavy_imports"] is None else ", ".join(r["heavy_imports"]) or "none"
             if r["heavy_imports"] is not None and "heavy_checked" not in run:  # sittings before trimesh was checked
                 heavy += " (PyG, dynamo checked)"
-            model = "bundle" if "bundle" in Path(run["model"]).name else "run folder"
+            model = run.get("model_kind", "run folder")  # sittings before 2026-12-03 10:00 all timed run folders
             lines.append(f"| {short_hardware(run['hardware'])} | {env} | {model} | {r['tree']} | {predict} | "
                          f"{r['import_wall_s']:.2f} | {r['import_cpu_s']:.2f} | {heavy} | {load} |")
     return lines
@@ -786,27 +789,43 @@ def curves_table(records: list[dict[str, Any]]) -> list[str]:
 CURVE_MARKS = (5, 10, 20, 30, 45, 60)  # training minutes at which the summary reads each run
 
 
+def seeds_pooled(run: str) -> str:
+    """A run's name without its seed (``geot+60min-f0.2-s1-cpu-small`` -> ``geot+60min-f0.2-cpu-small``): runs
+    that differ only by seed share it, and only they are averaged (variant, budget, fraction, config all differ
+    in the name)."""
+    return re.sub(r"-s\d+(?=-)", "", run, count=1)
+
+
+def curve_groups(records: list[dict[str, Any]]) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(runs without their seed, decoder, records), most labelled first."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((seeds_pooled(r["run"]), r["decode"]), []).append(r)
+    order = sorted(groups.items(), key=lambda kv: (-kv[1][0]["fraction"], kv[0]))
+    return [(name, decode, sorted(rs, key=lambda r: r["seed"])) for (name, decode), rs in order]
+
+
 def curves_summary(records: list[dict[str, Any]]) -> list[str]:
     """Test tooth mIoU of the model one would hold after each mark's minutes of training (a run's last
-    snapshot at or before the mark), mean ± sample standard deviation over the seeds of a method and fraction."""
+    snapshot at or before the mark), mean ± sample standard deviation over the seeds of one recipe; "-" where
+    a seed had no snapshot yet or had ended more than 5 minutes before the mark."""
     import numpy as np
 
-    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault((r["method"], r["fraction"], r["decode"]), []).append(r)
-    lines = ["| method | labelled | decoder | seeds | " + " | ".join(f"{m} min" for m in CURVE_MARKS) + " |",
-             "|---|---|---|---|" + "---|" * len(CURVE_MARKS)]
-    for (method, fraction, decode), rs in sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+    lines = ["| runs (seeds pooled) | decoder | seeds | " + " | ".join(f"{m} min" for m in CURVE_MARKS) + " |",
+             "|---|---|---|" + "---|" * len(CURVE_MARKS)]
+    for name, decode, rs in curve_groups(records):
         cells = []
         for mark in CURVE_MARKS:
-            held = [max((p for p in r["points"] if p["wall_minutes"] <= mark), key=lambda p: p["wall_minutes"],
-                        default=None) for r in rs]
-            values = [p["miou"] for p in held if p is not None]
+            values = []
+            for r in rs:
+                held = [p for p in r["points"] if p["wall_minutes"] <= mark]
+                if held and max(p["wall_minutes"] for p in r["points"]) + 5 >= mark:
+                    values.append(max(held, key=lambda p: p["wall_minutes"])["miou"])
             if len(values) < len(rs):
-                cells.append("-")  # a seed had no snapshot yet
+                cells.append("-")
             else:
                 cells.append(f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""))
-        lines.append(f"| {method} | {fraction:.0%} | {decode} | {len(rs)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {decode} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -817,16 +836,12 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
-    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault((r["method"], r["fraction"], r["decode"]), []).append(r)
-    for i, ((method, fraction, decode), rs) in enumerate(sorted(groups.items(), key=lambda kv: (-kv[0][1], kv[0][0]))):
-        for j, r in enumerate(sorted(rs, key=lambda r: r["seed"])):  # one line per seed, one colour per group
+    for i, (name, decode, rs) in enumerate(curve_groups(records)):
+        for j, r in enumerate(rs):  # one line per seed, one colour per recipe
             pts = sorted(r["points"], key=lambda p: p["epoch"])
-            seeds = ", ".join(str(x["seed"]) for x in sorted(rs, key=lambda x: x["seed"]))
             ax.plot([p["wall_minutes"] for p in pts], [p["miou"] for p in pts], marker="o", markersize=3,
                     color=f"C{i}", alpha=0.8, linewidth=1,
-                    label=None if j else f"{method} {fraction:.0%} ({decode} decoder; seed {seeds})")
+                    label=None if j else f"{name} ({decode} decoder; seed {', '.join(str(x['seed']) for x in rs)})")
     ax.axvline(60, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training minutes (wall clock, 2-core CPU; docs/benchmarks.md says the threads)")
     ax.set_ylabel("tooth mIoU, test patients")

@@ -24,7 +24,8 @@ from geot.io.teeth3ds import ScanFiles, read_scan
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-_CACHE_VERSION = "2"  # 2: winding-proof frames (normals may flip), frame confidence and warnings
+_CACHE_VERSION = "3"  # 2: winding-proof frames (normals may flip), frame confidence and warnings;
+# 3: OBJ vertices that no face uses are kept (geot.io.plain), where trimesh dropped them
 
 
 @dataclass(frozen=True, eq=False)

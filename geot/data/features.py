@@ -124,10 +124,13 @@ def _angle_weighted_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarr
     return _unit(summed)
 
 
+_ZERO_LENGTH = 100 * np.finfo(np.float64).resolution  # 1e-13, trimesh's cut-off for a zero vector
+
+
 def _unit(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1; rows of (near) zero length stay zero."""
     length = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > 1e-12)
+    return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > _ZERO_LENGTH)
 
 
 def _pca_normals(vertices: np.ndarray, k: int) -> np.ndarray:

@@ -101,18 +101,18 @@ def gradient_norms(parts: dict[str, torch.Tensor], model: nn.Module) -> dict[str
     return norms
 
 
-def epochs_for_budget(epoch: int, epoch_seconds: list[float], val_seconds: list[float], budget_seconds: float,
-                      val_every: int, phase: int = 0, recent: int = 10) -> int | None:
-    """How many epochs fit a time budget, seen after epoch ``epoch`` (0-based): those done, plus what the time
-    left buys at the pace of the last ``recent`` epochs from ``phase`` on (validation at its share). At least
-    one more epoch, so the run ends on a validated epoch; None until three epochs of the phase are known.
+def epochs_for_budget(epoch: int, epoch_seconds: list[float], val_seconds: list[float], spent_seconds: float,
+                      budget_seconds: float, val_every: int, phase: int = 0, recent: int = 10) -> int | None:
+    """How many epochs fit a time budget, seen after epoch ``epoch`` (0-based) with ``spent_seconds`` gone: those
+    done, plus what the time left buys at the pace of the last ``recent`` epochs from ``phase`` on (validation
+    at its share). At least one more epoch, so the run ends on a validated epoch; None until three epochs of
+    the phase are known.
     """
     seconds = epoch_seconds[phase:]
     if len(seconds) < 3:
         return None
     per_epoch = float(np.median(seconds[-recent:])) + (float(np.mean(val_seconds)) / val_every if val_seconds else 0.0)
-    left = budget_seconds - sum(epoch_seconds) - sum(val_seconds)
-    return max(epoch + 2, epoch + 1 + int(left / per_epoch))
+    return max(epoch + 2, epoch + 1 + int((budget_seconds - spent_seconds) / per_epoch))
 
 
 def learning_rate_factor(opt: OptimConfig) -> Callable[[int], float]:
@@ -251,18 +251,20 @@ class Trainer:
     def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
         """Train from the state's next epoch to the last (or to ``stop_after_epoch``)."""
         epoch = self.state.epoch + 1
+        self.fit_started = time.time() - sum(self.epoch_seconds)  # a resumed run counts its logged time
         while epoch < self.cfg.optim.epochs:  # a time budget may move the end while training
             t0, c0 = time.time(), time.process_time()
             means = self.run_epoch(epoch)
             self.end_of_epoch(epoch, means, t0, c0)
-            self._settle_budget(epoch)
+            if self._settle_budget(epoch) and dist.is_main():  # last.pt was saved with the former end
+                save_checkpoint(self.ckpt_dir / "last.pt", self.state.state_dict())
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
                 break
             epoch += 1
         return {"best_val_miou": self.state.best, "epochs": self.cfg.optim.epochs, "out": str(self.out),
                 "parameters": count_parameters(self.state.model)}
 
-    def _settle_budget(self, epoch: int) -> None:
+    def _settle_budget(self, epoch: int) -> bool:
         """With ``optim.minutes``, fix the number of epochs once the cost of an epoch is known, and correct it at
         every validation after, from the recent pace: epochs slowed by 10-20% over an hour on the 2-core
         machine, which made 60-minute budgets run 62-68 minutes when the number was fixed once.
@@ -270,25 +272,27 @@ class Trainer:
         The cost is read where training will spend most of its time: after warm-up when unlabelled scans
         join (a teacher-student epoch costs about twice a supervised one), over at least three epochs and
         with validation counted at its share. The first process decides; the number is saved in
-        config.yaml and the checkpoint, so a resumed run keeps it.
+        config.yaml and the checkpoint, so a resumed run keeps it. The time spent is the wall clock since
+        training began (saving and logging included). True when the number changed.
         """
         opt, cfg = self.cfg.optim, self.cfg
         settled = self.state.budget_epochs is not None
         if not opt.minutes or (settled and ((epoch + 1) % cfg.val_every or epoch + 1 >= opt.epochs)):
-            return
+            return False
         epochs = 0
         phase = cfg.semi.warmup_epochs if self.semi_possible and cfg.semi.warmup_epochs < opt.epochs else 0
         if dist.is_main() and (self.val_seconds or not self.data.val):
             epochs = epochs_for_budget(epoch, self.epoch_seconds, self.val_seconds if self.data.val else [],
-                                       opt.minutes * 60, cfg.val_every, phase) or 0
+                                       time.time() - self.fit_started, opt.minutes * 60, cfg.val_every, phase) or 0
         if dist.active():  # every process takes the first one's decision (0: not yet)
             epochs = int(dist.all_reduce_sum(torch.tensor([epochs], dtype=torch.float64)).item())
         if not epochs or epochs == opt.epochs:
-            return
+            return False
         opt.epochs = self.state.budget_epochs = epochs
         if dist.is_main():
             save_config(cfg, self.out / "config.yaml")
             _print_row({"time_budget_minutes": opt.minutes, "epochs": epochs})
+        return True
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """Every step of one epoch; returns each logged number's mean over the steps that logged it."""

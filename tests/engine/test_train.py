@@ -180,10 +180,11 @@ def test_a_time_budget_fixes_the_epochs_once_their_cost_is_known(jaws, tmp_path)
 
 def test_a_budget_follows_the_recent_pace_and_always_ends_on_a_later_epoch():
     steady = [10.0] * 10
-    assert epochs_for_budget(9, steady, [], 600, val_every=5) == 60          # 100 s spent, 500 s buy 50 more
-    slowing = [10.0] * 10 + [20.0] * 10                                       # 300 s spent at 20 s an epoch now
-    assert epochs_for_budget(19, slowing, [], 600, val_every=5) == 35        # not 50, as the first pace would say
-    assert epochs_for_budget(19, slowing, [40.0, 40.0], 600, val_every=5) == 27  # validation at its share (8 s)
-    assert epochs_for_budget(59, steady * 6, [], 300, val_every=5) == 61     # over budget: one more epoch, no less
-    assert epochs_for_budget(1, [10.0, 10.0], [], 600, val_every=5) is None  # too few epochs to know the pace
-    assert epochs_for_budget(12, [5.0] * 10 + [30.0] * 3, [], 900, val_every=5, phase=10) == 38  # pace after warm-up
+    assert epochs_for_budget(9, steady, [], 100, 600, val_every=5) == 60    # 100 s spent, 500 s buy 50 more
+    assert epochs_for_budget(9, steady, [], 150, 600, val_every=5) == 55    # saving and logging count as spent
+    slowing = [10.0] * 10 + [20.0] * 10                                     # 300 s spent at 20 s an epoch now
+    assert epochs_for_budget(19, slowing, [], 300, 600, val_every=5) == 35  # not 50, as the first pace would say
+    assert epochs_for_budget(19, slowing, [40.0, 40.0], 380, 600, val_every=5) == 27  # validation at its share
+    assert epochs_for_budget(59, steady * 6, [], 600, 300, val_every=5) == 61  # over budget: one more, no less
+    assert epochs_for_budget(1, [10.0, 10.0], [], 20, 600, val_every=5) is None  # too few epochs for a pace
+    assert epochs_for_budget(12, [5.0] * 10 + [30.0] * 3, [], 140, 900, val_every=5, phase=10) == 38  # after warm-up

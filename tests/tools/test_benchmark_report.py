@@ -34,7 +34,7 @@ def test_accuracy_table_groups_seeds_and_reads_epochs(bench):
     sup = next(line for line in lines if line.startswith("| supervised |"))
     cells = [c.strip() for c in sup.split("|")[1:-1]]
     assert cells[3] == str(EPOCHS) and cells[4] == "2"          # the config's epochs; two seeds grouped
-    assert cells[5] == "0.600 ± 0.100"                   # mean ± population std of 0.5 and 0.7
+    assert cells[5] == "0.600 ± 0.141"                   # mean ± sample standard deviation of 0.5 and 0.7
     long = next(line for line in lines if line.startswith("| supervised+long |"))
     assert "| 180 | 1 | 0.800 |" in long
     assert lines.index(sup) < next(i for i, line in enumerate(lines) if line.startswith("| geot |"))
@@ -143,15 +143,46 @@ def test_startup_table_shows_the_last_sitting_per_environment(bench):
                 {"tree": "import torch (floor)", "heavy_imports": None, "import_wall_s": 1.8, "import_cpu_s": 1.6,
                  "samples": {}}]
         return {"hardware": "2-core x86_64 CPU, torch 2.13.0+cpu, 2 threads", "env": env, "rows": rows,
-                "load_average": [4.2, 4.4]}
+                "load_average": [4.2, 4.4], "model": "runs/x", "model_kind": "run folder",
+                "heavy_checked": ["torch_geometric", "torch._dynamo", "trimesh", "matplotlib"]}
 
-    lines = bench.startup_table([sitting({}, 9.0), sitting({"OMP_NUM_THREADS": "1"}, 3.9), sitting({}, 3.7)])
-    assert len(lines) == 2 + 6  # two environments, the later default sitting replacing the first
+    old = sitting({"OMP_WAIT_POLICY": "PASSIVE"}, 4.0)
+    del old["model_kind"], old["heavy_checked"]  # written before these were recorded
+    bundle = sitting({}, 3.1) | {"model": "runs/x-export", "model_kind": "bundle"}
+    lines = bench.startup_table([sitting({}, 9.0), sitting({"OMP_NUM_THREADS": "1"}, 3.9), sitting({}, 3.7), bundle,
+                                 old])
+    assert len(lines) == 2 + 12  # three environments and two models, the later default sitting replacing the first
     before, after, floor = lines[2:5]
-    assert "| defaults | before | 6.00 | 5.40 | 5.50 | 4.70 | 4.60 | torch_geometric, torch._dynamo | 4.2-4.4" in before
+    assert ("| defaults | run folder | before | 6.00 | 5.40 | 5.50 | 4.70 | 4.60 | torch_geometric, torch._dynamo "
+            "| 4.2-4.4") in before
     assert "| after | 3.70 | 3.50 | 3.40 | 2.70 | 2.50 | none |" in after
     assert "| import torch (floor) | - | - | - | 1.80 | 1.60 | - |" in floor
-    assert "| OMP_NUM_THREADS=1 | after | 3.90 |" in lines[6]
+    assert "| OMP_NUM_THREADS=1 | run folder | after | 3.90 |" in lines[6]
+    assert "| defaults | bundle | after | 3.10 |" in lines[9]
+    assert "| none (PyG, dynamo checked) |" in lines[12]  # an old sitting did not look for trimesh
+
+
+def test_curve_summary_pools_seeds_of_one_recipe_only(bench):
+    def curve(run, seed, points, fraction=0.2):
+        return {"run": run, "decode": "full", "seed": seed, "fraction": fraction,
+                "points": [{"epoch": 10 * i, "wall_minutes": m, "miou": v} for i, (m, v) in enumerate(points, 1)]}
+
+    records = [curve("geot+60min-f0.2-s0-cpu-small", 0, [(4, 0.80), (19, 0.85), (58, 0.90)]),
+               curve("geot+60min-f0.2-s1-cpu-small", 1, [(6, 0.70), (21, 0.86), (61, 0.92)]),
+               curve("geot-posterior+60min-f0.2-s0-cpu-small", 0, [(4, 0.5), (25, 0.6)]),
+               curve("supervised+60min-f1-s0-cpu-small", 0, [(3, 0.82)], fraction=1.0)]
+    assert bench.seeds_pooled("geot+60min-f0.2-s12-cpu-small") == "geot+60min-f0.2-cpu-small"
+    lines = bench.curves_summary(records)
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        "supervised+60min-f1-cpu-small", "geot+60min-f0.2-cpu-small", "geot-posterior+60min-f0.2-cpu-small"]
+    geot = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert geot[2] == "0, 1"
+    assert geot[3] == "-"                      # 5 min: seed 1 had no snapshot yet
+    assert geot[5] == "0.775 ± 0.106"          # 20 min: 0.85 (at 19) and 0.70 (at 6; its 21-minute one is later)
+    assert geot[8] == "0.880 ± 0.028"          # 60 min: 0.90 (at 58) and 0.86 (at 21)
+    posterior = [c.strip() for c in lines[4].split("|")[1:-1]]
+    assert posterior[2] == "0" and posterior[6] == "0.600"
+    assert posterior[7] == posterior[8] == "-"  # it ended at 25 minutes: not read at 45 or 60
 
 
 def test_time_budget_rows_show_the_epochs_they_settled_and_their_threads(bench):
