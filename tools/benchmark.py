@@ -562,6 +562,13 @@ def run_diagnose(args: argparse.Namespace) -> None:
 
 # --- report -----------------------------------------------------------------------------------------------
 
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample standard deviation`` of seeds' values (the mean alone for one seed)."""
+    import numpy as np
+
+    return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
+
+
 def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     import numpy as np
 
@@ -569,17 +576,14 @@ def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         groups.setdefault((r["method"], r["fraction"], r["config"]), []).append(r)
 
-    def cell(rs: list[dict], key: str) -> str:  # mean ± sample standard deviation over seeds
-        vals = [r[key] for r in rs]
-        return f"{np.mean(vals):.3f}" + (f" ± {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else "")
-
     lines = ["| method | labelled | config | epochs | seeds | tooth mIoU | Dice | accuracy | TSA | exp(-TLA) | TIR "
              "| minutes/run |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {m: i for i, m in enumerate(("supervised", "mean_teacher", "fixmatch", "geot"))}
     for (method, fraction, config), rs in sorted(
             groups.items(), key=lambda kv: (kv[0][2], -kv[0][1], order.get(kv[0][0], 9), kv[0][0])):
-        metrics = " | ".join(cell(rs, k) for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla", "tir"))
+        metrics = " | ".join(mean_std([r[k] for r in rs]) for k in ("miou", "dice", "accuracy", "tsa", "exp_neg_tla",
+                                                                      "tir"))
         minutes = f"{np.mean([r['minutes'] for r in rs]):.0f}" + (" (resumed)" if any(r.get("resumed") for r in rs)
                                                                    else "")
         if "GPU" in rs[0].get("hardware", ""):
@@ -809,8 +813,6 @@ def curves_summary(records: list[dict[str, Any]]) -> list[str]:
     """Test tooth mIoU of the model one would hold after each mark's minutes of training (a run's last
     snapshot at or before the mark), mean ± sample standard deviation over the seeds of one recipe; "-" where
     a seed had no snapshot yet or had ended more than 5 minutes before the mark."""
-    import numpy as np
-
     lines = ["| runs (seeds pooled) | decoder | seeds | " + " | ".join(f"{m} min" for m in CURVE_MARKS) + " |",
              "|---|---|---|" + "---|" * len(CURVE_MARKS)]
     for name, decode, rs in curve_groups(records):
@@ -821,10 +823,7 @@ def curves_summary(records: list[dict[str, Any]]) -> list[str]:
                 held = [p for p in r["points"] if p["wall_minutes"] <= mark]
                 if held and max(p["wall_minutes"] for p in r["points"]) + 5 >= mark:
                     values.append(max(held, key=lambda p: p["wall_minutes"])["miou"])
-            if len(values) < len(rs):
-                cells.append("-")
-            else:
-                cells.append(f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""))
+            cells.append("-" if len(values) < len(rs) else mean_std(values))
         lines.append(f"| {name} | {decode} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |")
     return lines
 
@@ -861,9 +860,10 @@ def run_report(args: argparse.Namespace) -> None:
     rows = load_rows("accuracy")
     test_rows = [r for r in rows if r.get("scored_on") == "test"]
     old_rows = [r for r in rows if r.get("scored_on") != "test"]
+    curves = load_rows("curves")
     tables = {"accuracy": accuracy_table(test_rows), "accuracy-selection": accuracy_table(old_rows),
               "levers": levers_table(load_rows("levers")), "decoding": decoding_table(load_rows("decoding")),
-              "curves": curves_table(load_rows("curves")), "curves-summary": curves_summary(load_rows("curves")),
+              "curves": curves_table(curves), "curves-summary": curves_summary(curves),
               "inference": inference_table(load_rows("inference")),
               "training": training_table(load_rows("training")), "startup": startup_table(load_rows("startup"))}
     doc = ROOT / "docs" / "benchmarks.md"
@@ -876,8 +876,8 @@ def run_report(args: argparse.Namespace) -> None:
         plot_accuracy(test_rows, ROOT / "docs" / "miou_vs_fraction.png")
     if accuracy_series(old_rows):
         plot_accuracy(old_rows, ROOT / "docs" / "miou_vs_fraction-selection.png")
-    if load_rows("curves"):
-        plot_curves(load_rows("curves"), ROOT / "docs" / "time_to_accuracy.png")
+    if curves:
+        plot_curves(curves, ROOT / "docs" / "time_to_accuracy.png")
     print("rewrote docs/benchmarks.md and its plots")
 
 

@@ -232,11 +232,10 @@ def main() -> None:
                              "on jaws it was trained or chosen on says nothing")
     args = parser.parse_args()
 
-    files = find_scans(args.data)
-    if args.test_only:
-        if args.model is None or not (args.model / "split.json").is_file():
-            parser.error("--test-only needs --model RUN_FOLDER with a split.json")
-        files = sorted(test_scans(args.model, args.data), key=lambda f: f.name)
+    if args.test_only and (args.model is None or not (args.model / "split.json").is_file()):
+        parser.error("--test-only needs --model RUN_FOLDER with a split.json")
+    files = sorted(test_scans(args.model, args.data), key=lambda f: f.name) if args.test_only \
+        else find_scans(args.data)
     files = files[: args.limit]
     scans = [read_scan(f.mesh, f.labels) for f in files]
     segmenter = None

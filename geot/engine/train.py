@@ -282,8 +282,8 @@ class Trainer:
         epochs = 0
         phase = cfg.semi.warmup_epochs if self.semi_possible and cfg.semi.warmup_epochs < opt.epochs else 0
         if dist.is_main() and (self.val_seconds or not self.data.val):
-            epochs = epochs_for_budget(epoch, self.epoch_seconds, self.val_seconds if self.data.val else [],
-                                       time.time() - self.fit_started, opt.minutes * 60, cfg.val_every, phase) or 0
+            epochs = epochs_for_budget(epoch, self.epoch_seconds, self.val_seconds, time.time() - self.fit_started,
+                                       opt.minutes * 60, cfg.val_every, phase) or 0
         if dist.active():  # every process takes the first one's decision (0: not yet)
             epochs = int(dist.all_reduce_sum(torch.tensor([epochs], dtype=torch.float64)).item())
         if not epochs or epochs == opt.epochs:
