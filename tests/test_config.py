@@ -63,3 +63,12 @@ def test_variants_lay_over_a_config(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         read_variant(bad)
+
+
+@pytest.mark.parametrize("variant", sorted((CONFIGS / "variants").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_variant_builds_its_method_over_both_configs(variant):
+    from geot.method import build_method
+
+    for base in ("cpu-small.yaml", "gpu-full.yaml"):
+        cfg = load_config(CONFIGS / base, read_variant(variant))
+        assert build_method(cfg).name == cfg.semi.method == "geot"

@@ -744,6 +744,65 @@ def replace_block(text: str, name: str, lines: list[str]) -> str:
     return head + begin + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1]
 
 
+def versus(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
+    """Difference of mean test mIoU to another row, and in units of the larger of the two rows' seed standard
+    deviations (the yardstick of issue 16: "by more than two standard deviations of seeds")."""
+    import numpy as np
+
+    if not base or rows is base:
+        return "-"
+    diff = np.mean([r["miou"] for r in rows]) - np.mean([r["miou"] for r in base])
+    if min(len(rows), len(base)) < 2:
+        return f"{diff:+.3f}"
+    sd = max(np.std([r["miou"] for r in rs], ddof=1) for rs in (rows, base))
+    return f"{diff:+.3f} ({diff / sd:+.1f} sd)"
+
+
+def diagnosed_mean(diagnoses: list[dict[str, Any]], *keys: str) -> float | None:
+    """Mean of one diagnosis field (``keys`` down nested dicts) over every diagnosed seed, or None when a seed
+    lacks it: one cell never mixes seeds."""
+    import numpy as np
+
+    values = []
+    for d in diagnoses:
+        for key in keys:
+            d = d.get(key) if isinstance(d, dict) else None
+        values.append(d)
+    return float(np.mean(values)) if values and None not in values else None
+
+
+def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, Any]]) -> list[str]:
+    """geot's settings side by side on the test protocol: test mIoU against default geot and supervised training
+    with the same labels, and what each teacher and noise model did (``diagnose``), mean over diagnosed seeds."""
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["fraction"], r["config"]), []).append(r)
+    by_run = {Path(d["run"]).name: d for d in diagnoses}
+    lines = ["| setting | labelled | seeds | test mIoU | vs geot | vs supervised, same labels | diagnosed seeds | "
+             "pseudo labels right, raw / decoded | class-level diagonal: measured / anchor / posterior | "
+             "instance diagonal, first -> last |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(*values: float | None, sep: str = " / ") -> str:
+        return "-" if None in values else sep.join(f"{v:.3f}" for v in values)
+
+    for (method, fraction, config), rs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0])):
+        variant, _, tag = method.partition("+")
+        if not variant.startswith("geot"):
+            continue
+        suffix = f"+{tag}" if tag else ""
+        geot, sup = (groups.get((f"{m}{suffix}", fraction, config), []) for m in ("geot", "supervised"))
+        ds = [by_run[r["name"]] for r in rs if r["name"] in by_run]
+        pseudo = cell(diagnosed_mean(ds, "pseudo_label_accuracy"), diagnosed_mean(ds, "pseudo_label_accuracy_decoded"))
+        level = cell(*(diagnosed_mean(ds, "class_level_diagonal", k)
+                       for k in ("measured", "anchor estimate", "posterior estimate")))
+        instance = cell(diagnosed_mean(ds, "idtm_diagonal_mass_first_semi_epoch"),
+                        diagnosed_mean(ds, "idtm_diagonal_mass_last_epoch"), sep=" -> ")
+        lines.append(f"| {method} | {fraction:.0%} | {len(rs)} | {mean_std([r['miou'] for r in rs])} | "
+                     f"{versus(rs, geot)} | {versus(rs, sup)} | {len(ds)} | {pseudo} | {level} | {instance} |")
+    return lines
+
+
 def levers_table(records: list[dict[str, Any]]) -> list[str]:
     """One row per training recipe: validation tooth mIoU (argmax) at the end and the time it took."""
     lines = ["| recipe | overrides | method, labelled | steps | val mIoU, end | val mIoU, best | CPU min | wall min |",
@@ -863,6 +922,7 @@ def run_report(args: argparse.Namespace) -> None:
     curves = load_rows("curves")
     tables = {"accuracy": accuracy_table(test_rows), "accuracy-selection": accuracy_table(old_rows),
               "levers": levers_table(load_rows("levers")), "decoding": decoding_table(load_rows("decoding")),
+              "geot-settings": geot_settings_table(test_rows, load_rows("diagnosis")),
               "curves": curves_table(curves), "curves-summary": curves_summary(curves),
               "inference": inference_table(load_rows("inference")),
               "training": training_table(load_rows("training")), "startup": startup_table(load_rows("startup"))}

@@ -78,6 +78,16 @@ def multi_view_accuracy(model: Any, scans: list[Any], cfg: Any, views: int) -> d
     return {f"{v} view{'s' if v > 1 else ''}": right[v] / total for v in counts}
 
 
+def gradient_norm_medians(log: Path) -> dict[str, float]:
+    """Median over the logged epochs of each ``grad/<term>`` column (``log_grad_norms``): how hard each loss term
+    pulls on the network, from one step per epoch. Empty when the run did not log them."""
+    with log.open() as f:
+        rows = list(csv.DictReader(f))
+    columns = sorted({c for row in rows for c in row if c and c.startswith("grad/")})
+    return {c.removeprefix("grad/"): float(np.median(values)) for c in columns
+            if (values := [float(row[c]) for row in rows if row.get(c)])}
+
+
 def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1, decoded: bool = True
              ) -> dict[str, Any]:
     """How good are the pseudo labels? The teacher of a run segments its unlabelled scans (whose true
@@ -133,5 +143,6 @@ def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1, 
             "class_level_diagonal": class_level_diagonals(posteriors, conf, cfg.geot.anchor_confidence),
             "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
             "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
+            **({"gradient_norm_median": norms} if (norms := gradient_norm_medians(run / "log.csv")) else {}),
             **({"pseudo_label_accuracy_by_teacher_views": multi_view_accuracy(model, scans, cfg, views)}
                if views > 1 else {})}

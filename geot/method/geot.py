@@ -44,6 +44,7 @@ class GeoTSettings(BaseModel):
     class_mean: Literal["class_mean", "reference_bug"] = "class_mean"
     plgr_weight: float = 0.1
     plgr_k: int = 16
+    plgr_points: int = Field(0, ge=0)  # > 0: PLGR over this many random centre points per step (0: every point)
     plgr_sigma: float = 1.0           # Gaussian width in units of the scan's median neighbour distance
     plgr_sigma_absolute: bool = False  # reference: sigma in unit-sphere units (weights ~1)
     clgs_weight: float = 0.1          # share of the arch prior in the class-level matrix (reference ~1e-6)
@@ -141,7 +142,8 @@ class GeoT(Method):
             # with idtm_detach off PLGR alone sees the matrices with the posterior's gradient, so neighbours with
             # the same pseudo label are pulled together through the network too, not only through the head
             t_reg = t_ins if cfg.idtm_detach else self.head(probs, self.state.class_means)
-            reg = plgr_loss(t_reg, pseudo, raw_pos, batch, cfg.plgr_k, cfg.plgr_sigma, cfg.plgr_sigma_absolute)
+            reg = plgr_loss(t_reg, pseudo, raw_pos, batch, cfg.plgr_k, cfg.plgr_sigma, cfg.plgr_sigma_absolute,
+                            cfg.plgr_points)
             self._terms["plgr"] = cfg.plgr_weight * reg
             loss = loss + self._terms["plgr"]
             logs["plgr"] = reg.item()

@@ -84,19 +84,25 @@ def knn(x: Tensor, y: Tensor, k: int, batch_x: Tensor | None = None, batch_y: Te
 
 
 @_profiled("geot.neighbours")
-def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = False) -> Tensor:
-    """k-nearest-neighbour graph in PyG's ``source_to_target`` layout: ``edge_index[1]`` is the centre."""
-    if backend() == "torch-cluster":
+def knn_graph(pos: Tensor, k: int, batch: Tensor | None = None, loop: bool = False,
+              centres: Tensor | None = None) -> Tensor:
+    """k-nearest-neighbour graph in PyG's ``source_to_target`` layout: ``edge_index[1]`` is the centre.
+
+    ``centres`` (sorted indices): only these points' neighbourhoods, among all points, for a loss that reads a
+    random subset of them.
+    """
+    if centres is None and backend() == "torch-cluster":
         return _tc.knn_graph(pos, k, batch, loop=loop, num_workers=torch.get_num_threads())
-    q, nb = knn(pos, pos, k + (0 if loop else 1), batch, batch)
+    ids = torch.arange(len(pos), device=pos.device) if centres is None else centres
+    q, nb = knn(pos, pos[ids], k + (0 if loop else 1), batch, None if batch is None else batch[ids])
+    q = ids[q]
     if not loop:
         keep = q != nb
         q, nb = q[keep], nb[keep]
         # a point with a duplicate coordinate may lose a neighbour other than itself: keep k per centre
         counts = torch.bincount(q, minlength=len(pos))
         if (counts > k).any():
-            rank = torch.arange(len(q), device=q.device) - torch.repeat_interleave(
-                torch.cumsum(counts, 0) - counts, counts)
+            rank = torch.arange(len(q), device=q.device) - (torch.cumsum(counts, 0) - counts)[q]
             q, nb = q[rank < k], nb[rank < k]
     return torch.stack([nb, q])
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from geot.analysis.diagnosis import class_level_diagonals, logged_column, multi_view_accuracy
+from geot.analysis.diagnosis import class_level_diagonals, gradient_norm_medians, logged_column, multi_view_accuracy
 
 
 def test_resumed_run_time_sums_every_logged_epoch(tmp_path):
@@ -15,6 +15,16 @@ def test_resumed_run_time_sums_every_logged_epoch(tmp_path):
     log.write_text("epoch,loss,seconds,val_miou\n1,2.0,10.5,\n2,1.5,11.0,0.3\n3,1.2,9.5,\n4,1.0,12.0,0.4\n")
     assert sum(logged_column(log, "seconds")) == pytest.approx(43.0)
     assert logged_column(log, "val_miou") == [0.3, 0.4]          # epochs without validation are skipped
+
+
+def test_gradient_norm_medians_read_only_logged_epochs(tmp_path):
+    # log_grad_norms writes grad/<term> on each epoch's first step; supervised warm-up epochs have no pseudo term.
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss,grad/sup,grad/pseudo,grad/plgr\n1,2.0,4.0,,\n2,1.5,3.0,1.0,0.0\n"
+                   "3,1.2,2.0,3.0,0.0\n4,1.0,1.0,2.0,0.5\n")
+    assert gradient_norm_medians(log) == {"sup": 2.5, "pseudo": 2.0, "plgr": 0.0}
+    (tmp_path / "plain.csv").write_text("epoch,loss\n1,2.0\n")
+    assert gradient_norm_medians(tmp_path / "plain.csv") == {}
 
 
 def test_class_level_diagonals_measured_and_estimated():

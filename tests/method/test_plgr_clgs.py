@@ -47,6 +47,42 @@ def test_plgr_weights_depend_on_distance():
     assert not torch.isclose(relative, absolute)
 
 
+def test_plgr_on_random_centres_estimates_the_mean_over_every_point():
+    # Two scans of scattered points, two pseudo labels; absolute sigma keeps each point's term independent of
+    # which centres were drawn, so the subsampled loss is an unbiased estimate of the full one.
+    g = torch.Generator().manual_seed(2)
+    pos = torch.rand(300, 3, generator=g)
+    batch = torch.repeat_interleave(torch.tensor([0, 1]), torch.tensor([140, 160]))
+    labels = (pos[:, 0] > 0.5).long()
+    t = torch.softmax(torch.randn(300, 17, 17, generator=g), -1)
+    full = plgr_loss(t, labels, pos, batch, k=6, absolute_sigma=True, sigma=0.2)
+    assert plgr_loss(t, labels, pos, batch, k=6, absolute_sigma=True, sigma=0.2, points=300) == full
+    torch.manual_seed(0)
+    draws = torch.stack([plgr_loss(t, labels, pos, batch, k=6, absolute_sigma=True, sigma=0.2, points=30)
+                         for _ in range(400)])
+    assert draws.std() > 0.01 * full                                   # each draw reads other centres
+    assert abs(draws.mean() - full) < 3 * draws.std() / 400**0.5       # but their mean is the full loss
+    # the gradient reaches only the drawn centres and their neighbours
+    t.requires_grad_(True)
+    plgr_loss(t, labels, pos, batch, k=6, absolute_sigma=True, sigma=0.2, points=10).backward()
+    touched = (t.grad.abs().sum(dim=(1, 2)) > 0).sum()
+    assert 10 <= touched <= 10 * 7
+
+
+def test_knn_graph_around_chosen_centres_is_the_full_graph_restricted_to_them():
+    from geot.ops import knn_graph
+
+    g = torch.Generator().manual_seed(3)
+    pos = torch.rand(200, 3, generator=g)
+    batch = torch.repeat_interleave(torch.tensor([0, 1]), torch.tensor([90, 110]))
+    full = {tuple(e) for e in knn_graph(pos, 5, batch).T.tolist()}
+    centres = torch.tensor([0, 7, 89, 90, 150, 199])
+    part = {tuple(e) for e in knn_graph(pos, 5, batch, centres=centres).T.tolist()}
+    assert part == {e for e in full if e[1] in set(centres.tolist())} and len(part) == 5 * len(centres)
+    every = {tuple(e) for e in knn_graph(pos, 5, batch, centres=torch.arange(200)).T.tolist()}
+    assert every == full
+
+
 def test_arch_prior_puts_mass_on_arch_neighbours():
     g = arch_prior(torch.full((17,), 0.4))
     torch.testing.assert_close(g.sum(1), torch.ones(17))

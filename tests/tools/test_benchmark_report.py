@@ -199,3 +199,29 @@ def test_result_rows_name_runs_relative_to_the_checkout_however_they_were_given(
     run = Path("runs") / "bench" / "some-run"
     assert bench.repo_path(run) == bench.repo_path(ROOT / run) == str(run)
     assert bench.repo_path(Path("/elsewhere/run")) == "/elsewhere/run"
+
+
+def test_geot_settings_table_compares_with_default_and_supervised_and_joins_diagnoses(bench):
+    def named(method, seed, miou):
+        return row(method, 0.2, seed, miou) | {"name": f"{method}-f0.2-s{seed}-cpu-small"}
+
+    rows = [named("geot+60min", 0, 0.89), named("geot+60min", 1, 0.91),
+            named("supervised+60min", 0, 0.86), named("supervised+60min", 1, 0.88),
+            named("geot-posterior+60min", 0, 0.92), named("supervised+60min", 2, 0.87) | {"fraction": 1.0}]
+    diagnoses = [{"run": "runs/bench/geot+60min-f0.2-s0-cpu-small", "pseudo_label_accuracy": 0.8,
+                  "pseudo_label_accuracy_decoded": 0.7, "class_level_diagonal": {
+                      "measured": 0.7, "anchor estimate": 0.9, "posterior estimate": 0.75},
+                  "idtm_diagonal_mass_first_semi_epoch": 0.98, "idtm_diagonal_mass_last_epoch": 0.99},
+                 {"run": "runs/bench/geot+60min-f0.2-s1-cpu-small", "pseudo_label_accuracy": 0.9,
+                  "idtm_diagonal_mass_first_semi_epoch": 0.96, "idtm_diagonal_mass_last_epoch": 0.97},
+                 {"run": "runs/bench/mean_teacher-f0.2-s0-cpu-small", "pseudo_label_accuracy": 0.1}]
+    lines = bench.geot_settings_table(rows, diagnoses)
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["geot+60min", "geot-posterior+60min"]
+    geot = [c.strip() for c in lines[2].split("|")[1:-1]]
+    # 0.90 - 0.87 = +0.03; both rows' sample sd are 0.0141: +2.1 sd
+    assert geot[3:7] == ["0.900 ± 0.014", "-", "+0.030 (+2.1 sd)", "2"]
+    assert geot[7] == "-"                                # seed 1 has no decoded accuracy: seeds are not mixed
+    assert geot[9] == "0.970 -> 0.980"                   # mean of both seeds' diagonals
+    posterior = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert posterior[4:7] == ["+0.020", "+0.050", "0"]  # one seed: no sd; not diagnosed
+    assert posterior[7] == posterior[8] == posterior[9] == "-"
