@@ -547,6 +547,54 @@ def run_training_one(args: argparse.Namespace) -> None:
                       "share": share}))
 
 
+# --- method step -------------------------------------------------------------------------------------------
+
+def run_method_step(args: argparse.Namespace) -> None:
+    """CPU seconds of a training step, supervised (warm-up) and semi-supervised, per method variant.
+
+    What a time budget buys depends on it: a semi-supervised step adds the unlabelled scans' student pass, the
+    teacher's pass and the method's own terms. Each variant trains in a temporary run folder on the real
+    scans' split, one untimed epoch of each kind first; the timed epochs are ``--steps`` steps each.
+    """
+    import tempfile
+
+    from geot.config import load_config, parse_overrides
+    from geot.data.sources import gather_data
+    from geot.engine.train import Trainer
+
+    rows = []
+    for variant in args.variants:
+        overrides = {**variant_overrides(variant), **parse_overrides(args.set), "optim.steps_per_epoch": args.steps}
+        overrides.setdefault("semi.method", variant)
+        cfg = load_config(args.config, overrides)
+        data = gather_data(cfg, args.data, None, None, None)
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(cfg, data, Path(tmp), progress=False)
+            cpu = {}
+            for phase, epoch in (("supervised", 0), ("semi-supervised", cfg.semi.warmup_epochs)):
+                trainer.run_epoch(epoch)  # untimed: allocators, caches, the teacher's first pass
+                start = time.process_time()
+                trainer.run_epoch(epoch)
+                cpu[phase] = (time.process_time() - start) / args.steps
+        rows.append({"variant": variant, "overrides": overrides, "supervised_cpu_s": cpu["supervised"],
+                     "semi_cpu_s": cpu["semi-supervised"]})
+        print(rows[-1], flush=True)
+    record = {"rows": rows, "hardware": hardware(), "threads": torch_threads(), "config": Path(args.config).name,
+              "command": command_line(), "date": time.strftime("%Y-%m-%d"), "steps": args.steps}
+    put_row("method_step", record, key="hardware")  # the latest record per machine
+
+
+def method_step_table(records: list[dict[str, Any]]) -> list[str]:
+    lines = ["| hardware | config | variant | supervised step, CPU s | semi-supervised step, CPU s | ratio |",
+             "|---|---|---|---|---|---|"]
+    for record in records:
+        for r in record["rows"]:
+            lines.append(f"| {short_hardware(record['hardware'])}, {record['threads']} thread(s) | {record['config']} "
+                         f"| {r['variant']} | {r['supervised_cpu_s']:.2f} | {r['semi_cpu_s']:.2f} | "
+                         f"{r['semi_cpu_s'] / r['supervised_cpu_s']:.1f}x |")
+    return lines
+
+
 # --- diagnosis -------------------------------------------------------------------------------------------
 
 def run_diagnose(args: argparse.Namespace) -> None:
@@ -925,7 +973,9 @@ def run_report(args: argparse.Namespace) -> None:
               "geot-settings": geot_settings_table(test_rows, load_rows("diagnosis")),
               "curves": curves_table(curves), "curves-summary": curves_summary(curves),
               "inference": inference_table(load_rows("inference")),
-              "training": training_table(load_rows("training")), "startup": startup_table(load_rows("startup"))}
+              "training": training_table(load_rows("training")),
+              "method-step": method_step_table(load_rows("method_step")),
+              "startup": startup_table(load_rows("startup"))}
     doc = ROOT / "docs" / "benchmarks.md"
     text = doc.read_text()
     for name, lines in tables.items():
@@ -1006,6 +1056,12 @@ def main() -> None:
     one.add_argument("--steps", type=int, default=5)
     one.add_argument("--device", default="cpu")
     one.add_argument("--set", nargs="*", default=[])
+    ms = sub.add_parser("method-step", help="CPU seconds of a supervised and a semi-supervised step per variant")
+    ms.add_argument("--data", type=Path, default=DATA)
+    ms.add_argument("--config", default=str(ROOT / "configs" / "cpu-small.yaml"))
+    ms.add_argument("--variants", nargs="+", default=["geot", "geot-plgr1024", "geot-no-plgr", "mean_teacher"])
+    ms.add_argument("--steps", type=int, default=10)
+    ms.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
     dg = sub.add_parser("diagnose", help="pseudo-label quality of a run's teacher on its unlabelled scans")
     dg.add_argument("run", type=Path)
     dg.add_argument("--data", type=Path, default=DATA)
@@ -1018,7 +1074,7 @@ def main() -> None:
         sys.exit(f"{args.data}: real scans not found (see ../shared/data/README)")
     runners = {"accuracy": run_accuracy, "levers": run_levers, "curve": run_curve, "decoding": run_decoding,
                "inference": run_inference, "training": run_training, "training-one": run_training_one,
-               "diagnose": run_diagnose, "startup": run_startup, "report": run_report}
+               "diagnose": run_diagnose, "startup": run_startup, "method-step": run_method_step, "report": run_report}
     runners[args.what](args)
 
 

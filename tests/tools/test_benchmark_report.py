@@ -225,3 +225,12 @@ def test_geot_settings_table_compares_with_default_and_supervised_and_joins_diag
     posterior = [c.strip() for c in lines[3].split("|")[1:-1]]
     assert posterior[4:7] == ["+0.020", "+0.050", "0"]  # one seed: no sd; not diagnosed
     assert posterior[7] == posterior[8] == posterior[9] == "-"
+
+
+def test_method_step_table_shows_each_variants_cost_against_its_supervised_step(bench):
+    record = {"hardware": "2-core x86_64 CPU, torch 2.13.0+cpu, 1 threads", "threads": 1, "config": "cpu-small.yaml",
+              "rows": [{"variant": "geot", "supervised_cpu_s": 0.5, "semi_cpu_s": 1.6},
+                       {"variant": "geot-plgr1024", "supervised_cpu_s": 0.5, "semi_cpu_s": 1.2}]}
+    lines = bench.method_step_table([record])
+    assert len(lines) == 4
+    assert lines[2].endswith("| geot | 0.50 | 1.60 | 3.2x |") and lines[3].endswith("| 1.20 | 2.4x |")
