@@ -14,11 +14,14 @@ import numpy as np
 import torch
 
 from geot import labels as fdi
+from geot.config import load_config
 from geot.data.dataset import ScanDataset, item_generator, load_prepared, point_inputs
 from geot.decode import DecodeOptions, decode
 from geot.engine.inference import segment
 from geot.engine.predict import Segmenter
+from geot.errors import GeotError
 from geot.io.teeth3ds import find_scans
+from geot.method import build_method
 from geot.method.idtm import anchor_matrix, posterior_confusion
 
 
@@ -94,8 +97,13 @@ def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1, 
     labels the data folder has), and the errors are sorted by kind: arch neighbours (off by one tooth),
     teeth further apart, tooth vs gingiva. With ``decoded``, also how right they are after the dentition
     decoder (``semi.decode_pseudo_labels``). The IDTM diagonal mass comes from the run's log."""
-    # the EMA teacher of the last epoch is what labelled the unlabelled scans
-    segmenter = Segmenter.load(run / "checkpoints" / "last.pt", device="cpu", teacher=True)
+    # the model that labelled the unlabelled scans in the last epoch: the EMA teacher, or the student itself
+    # (the reference's frozen_then_student after its switch)
+    run_cfg = load_config(run / "config.yaml")
+    source = build_method(run_cfg).pseudo_label_source(run_cfg.optim.epochs - 1)
+    if source not in ("teacher", "student"):
+        raise GeotError(f"{run}: its last pseudo labels came from a {source} model the checkpoint does not keep")
+    segmenter = Segmenter.load(run / "checkpoints" / "last.pt", device="cpu", teacher=source == "teacher")
     model, cfg, priors = segmenter.model, segmenter.cfg, segmenter.priors
     split = json.loads((run / "split.json").read_text())
     by_name = {f.name: f for f in find_scans(data_dir)}
@@ -142,7 +150,7 @@ def diagnose(run: Path, data_dir: Path, threshold: float = 0.9, views: int = 1, 
             "iou_per_class": {names[c]: float(iou[c]) for c in range(fdi.NUM_CLASSES) if present[c]},
             "class_level_diagonal": class_level_diagonals(posteriors, conf, cfg.geot.anchor_confidence),
             "idtm_diagonal_mass_last_epoch": diag[-1] if diag else None,
-            "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None,
+            "idtm_diagonal_mass_first_semi_epoch": diag[0] if diag else None, "pseudo_labels_by": source,
             **({"gradient_norm_median": norms} if (norms := gradient_norm_medians(run / "log.csv")) else {}),
             **({"pseudo_label_accuracy_by_teacher_views": multi_view_accuracy(model, scans, cfg, views)}
                if views > 1 else {})}

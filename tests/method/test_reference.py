@@ -126,3 +126,8 @@ def test_reference_mode_trains_with_the_warm_up_student_frozen(tmp_path):
     for key, value in warm["model"].items():  # the frozen teacher is the student as warm-up ended
         assert torch.equal(run["frozen"][key], value), key
     assert any(not torch.equal(run["model"][k], v) for k, v in warm["model"].items())  # the student went on
+    # its last pseudo labels were the student's own: the diagnosis inspects the student (there is no teacher)
+    from geot.analysis.diagnosis import diagnose
+
+    report = diagnose(tmp_path / "run", tmp_path / "jaws", decoded=False)
+    assert report["pseudo_labels_by"] == "student" and 0 <= report["pseudo_label_accuracy"] <= 1
