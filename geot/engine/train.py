@@ -289,6 +289,7 @@ class Trainer:
         if not epochs or epochs == opt.epochs:
             return False
         opt.epochs = self.state.budget_epochs = epochs
+        self.state.method.epochs_changed(cfg)
         if dist.is_main():
             save_config(cfg, self.out / "config.yaml")
             _print_row({"time_budget_minutes": opt.minutes, "epochs": epochs})

@@ -41,6 +41,10 @@ class Method(nn.Module):
         "student" (itself, without gradient)."""
         return "teacher" if self.needs_teacher else "student"
 
+    def epochs_changed(self, cfg: Config) -> None:
+        """A time budget has set (or moved) the run's last epoch, ``cfg.optim.epochs``: a method whose schedule
+        is a share of the run recomputes it here, as a resumed run builds it from the saved config."""
+
     def loss_terms(self) -> dict[str, Tensor]:
         """The parts of the last unlabelled loss, weighted as summed (for per-term gradient diagnostics)."""
         return {}

@@ -79,10 +79,16 @@ class GeoT(Method):
 
     @classmethod
     def from_config(cls, cfg: Config) -> GeoT:
+        return cls(cfg.section("geot"), cfg.semi.threshold or 0.0, student_from_epoch=cls._switch_epoch(cfg))
+
+    @staticmethod
+    def _switch_epoch(cfg: Config) -> int:
+        """``frozen_then_student``: the first epoch after ``frozen_share`` of the semi-supervised epochs."""
         semi_epochs = max(cfg.optim.epochs - cfg.semi.warmup_epochs, 0)
-        settings = cfg.section("geot")
-        switch = cfg.semi.warmup_epochs + round(settings.frozen_share * semi_epochs)
-        return cls(settings, cfg.semi.threshold or 0.0, student_from_epoch=switch)
+        return cfg.semi.warmup_epochs + round(cfg.section("geot").frozen_share * semi_epochs)
+
+    def epochs_changed(self, cfg: Config) -> None:
+        self.student_from_epoch = self._switch_epoch(cfg)
 
     def pseudo_label_source(self, epoch: int) -> str:
         if self.needs_teacher:

@@ -110,6 +110,14 @@ def test_reference_pseudo_labels_come_from_the_frozen_student_then_the_student()
     assert {default.pseudo_label_source(e) for e in range(15, 60)} == {"teacher"}
 
 
+def test_a_time_budget_moves_the_switch_to_student_labels_as_a_resumed_run_places_it():
+    method = reference_method("cpu-small")                      # built before the budget: 120 epochs, switch 33
+    assert method.student_from_epoch == 15 + round(105 / 6)
+    settled = load_config(ROOT / "configs" / "cpu-small.yaml", {**REFERENCE, "optim.epochs": 41})
+    method.epochs_changed(settled)                               # the budget settled on 41 epochs
+    assert method.student_from_epoch == build_method(settled).student_from_epoch == 15 + round(26 / 6)
+
+
 def test_reference_mode_trains_with_the_warm_up_student_frozen(tmp_path):
     write_synthetic_dataset(tmp_path / "jaws", n=8, seed=0, resolution=0.25)
     tiny = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.25,
@@ -131,3 +139,21 @@ def test_reference_mode_trains_with_the_warm_up_student_frozen(tmp_path):
 
     report = diagnose(tmp_path / "run", tmp_path / "jaws", decoded=False)
     assert report["pseudo_labels_by"] == "student" and 0 <= report["pseudo_label_accuracy"] <= 1
+
+
+def test_the_trainer_tells_the_method_when_a_budget_settles_the_epochs(tmp_path, monkeypatch):
+    from geot.engine import train as training
+
+    write_synthetic_dataset(tmp_path / "jaws", n=6, seed=0, resolution=0.25)
+    tiny = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.2,
+            "data.test_fraction": 0.0, "model.args": {"channels": [16, 32], "k": 8}, "optim.steps_per_epoch": 1,
+            "optim.epochs": 60, "optim.minutes": 5, "semi.warmup_epochs": 1, "geot.plgr_k": 4, "val_every": 1,
+            "device": "cpu"}
+    monkeypatch.setattr(training, "epochs_for_budget", lambda *args, **kwargs: 7)  # the budget buys 7 epochs
+    cfg = load_config(None, {**REFERENCE, **tiny})
+    trainer = training.Trainer(cfg, gather_data(cfg, tmp_path / "jaws", cache_dir=tmp_path / "cache"),
+                               tmp_path / "run", progress=False)
+    assert trainer.state.method.student_from_epoch == 1 + round(59 / 6)   # from the config's 60 epochs
+    trainer.fit()
+    resumed = build_method(load_config(tmp_path / "run" / "config.yaml"))
+    assert resumed.student_from_epoch == trainer.state.method.student_from_epoch == 1 + round(6 / 6)
