@@ -617,12 +617,18 @@ def mean_std(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" + (f" ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else "")
 
 
+def seed_groups(rows: list[dict[str, Any]]) -> dict[tuple[str, float, str], list[dict[str, Any]]]:
+    """Accuracy rows by (method, label fraction, config): the seeds of one recipe, averaged in a table row."""
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["fraction"], r["config"]), []).append(r)
+    return groups
+
+
 def accuracy_table(rows: list[dict[str, Any]]) -> list[str]:
     import numpy as np
 
-    groups: dict[tuple, list] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["fraction"], r["config"]), []).append(r)
+    groups = seed_groups(rows)
 
     lines = ["| method | labelled | config | epochs | seeds | tooth mIoU | Dice | accuracy | TSA | exp(-TLA) | TIR "
              "| minutes/run |",
@@ -822,9 +828,7 @@ def diagnosed_mean(diagnoses: list[dict[str, Any]], *keys: str) -> float | None:
 def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, Any]]) -> list[str]:
     """geot's settings side by side on the test protocol: test mIoU against default geot and supervised training
     with the same labels, and what each teacher and noise model did (``diagnose``), mean over diagnosed seeds."""
-    groups: dict[tuple, list] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["fraction"], r["config"]), []).append(r)
+    groups = seed_groups(rows)
     by_run = {Path(d["run"]).name: d for d in diagnoses}
     lines = ["| setting | labelled | seeds | test mIoU | vs geot | vs supervised, same labels | diagnosed seeds | "
              "pseudo labels right, raw / decoded | class-level diagonal: measured / anchor / posterior | "
