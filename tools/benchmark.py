@@ -825,15 +825,33 @@ def diagnosed_mean(diagnoses: list[dict[str, Any]], *keys: str) -> float | None:
     return float(np.mean(values)) if values and None not in values else None
 
 
-def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, Any]]) -> list[str]:
+EQUAL_EPOCH = 100  # the curve snapshot at which geot's settings are compared at equal training
+
+
+def snapshot_mious(rows: list[dict[str, Any]], curves: list[dict[str, Any]], epoch: int) -> list[float]:
+    """Test mIoU (whole pipeline) of each run's snapshot at ``epoch``, for the runs whose ``curve`` scored one.
+
+    A time budget buys fewer epochs on a slower day of a shared machine; the same epoch does not depend on it.
+    """
+    points = {(Path(c["run"]).name, p["epoch"]): p["miou"] for c in curves if c["decode"] == "full"
+              for p in c["points"]}
+    return [points[(r["name"], epoch)] for r in rows if (r["name"], epoch) in points]
+
+
+def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, Any]],
+                        curves: list[dict[str, Any]] = ()) -> list[str]:
     """geot's settings side by side on the test protocol: test mIoU against default geot and supervised training
-    with the same labels, and what each teacher and noise model did (``diagnose``), mean over diagnosed seeds."""
+    with the same labels, the same at an equal epoch (``curve`` snapshots), and what each teacher and noise
+    model did (``diagnose``), mean over diagnosed seeds."""
+    import numpy as np
+
     groups = seed_groups(rows)
     by_run = {Path(d["run"]).name: d for d in diagnoses}
-    lines = ["| setting | labelled | seeds | test mIoU | vs geot | vs supervised, same labels | diagnosed seeds | "
+    lines = ["| setting | labelled | seeds | epochs | test mIoU | vs geot | vs supervised, same labels | "
+             f"epoch {EQUAL_EPOCH} snapshot: test mIoU (seeds), vs geot | diagnosed seeds | "
              "pseudo labels right, raw / decoded | class-level diagonal: measured / anchor / posterior | "
              "instance diagonal, first -> last |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(*values: float | None, sep: str = " / ") -> str:
         return "-" if None in values else sep.join(f"{v:.3f}" for v in values)
@@ -850,8 +868,12 @@ def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, An
                        for k in ("measured", "anchor estimate", "posterior estimate")))
         instance = cell(diagnosed_mean(ds, "idtm_diagonal_mass_first_semi_epoch"),
                         diagnosed_mean(ds, "idtm_diagonal_mass_last_epoch"), sep=" -> ")
-        lines.append(f"| {method} | {fraction:.0%} | {len(rs)} | {mean_std([r['miou'] for r in rs])} | "
-                     f"{versus(rs, geot)} | {versus(rs, sup)} | {len(ds)} | {pseudo} | {level} | {instance} |")
+        same, base = (snapshot_mious(g, curves, EQUAL_EPOCH) for g in (rs, geot))
+        equal = "-" if not same else f"{mean_std(same)} ({len(same)})" + (
+            f", {np.mean(same) - np.mean(base):+.3f}" if base and rs is not geot else "")
+        lines.append(f"| {method} | {fraction:.0%} | {len(rs)} | {epochs_cell(*rs)} | "
+                     f"{mean_std([r['miou'] for r in rs])} | {versus(rs, geot)} | {versus(rs, sup)} | {equal} | "
+                     f"{len(ds)} | {pseudo} | {level} | {instance} |")
     return lines
 
 
@@ -974,7 +996,7 @@ def run_report(args: argparse.Namespace) -> None:
     curves = load_rows("curves")
     tables = {"accuracy": accuracy_table(test_rows), "accuracy-selection": accuracy_table(old_rows),
               "levers": levers_table(load_rows("levers")), "decoding": decoding_table(load_rows("decoding")),
-              "geot-settings": geot_settings_table(test_rows, load_rows("diagnosis")),
+              "geot-settings": geot_settings_table(test_rows, load_rows("diagnosis"), curves),
               "curves": curves_table(curves), "curves-summary": curves_summary(curves),
               "inference": inference_table(load_rows("inference")),
               "training": training_table(load_rows("training")),

@@ -215,16 +215,26 @@ def test_geot_settings_table_compares_with_default_and_supervised_and_joins_diag
                  {"run": "runs/bench/geot+60min-f0.2-s1-cpu-small", "pseudo_label_accuracy": 0.9,
                   "idtm_diagonal_mass_first_semi_epoch": 0.96, "idtm_diagonal_mass_last_epoch": 0.97},
                  {"run": "runs/bench/mean_teacher-f0.2-s0-cpu-small", "pseudo_label_accuracy": 0.1}]
-    lines = bench.geot_settings_table(rows, diagnoses)
+    def curve(run, decode, *points):
+        return {"run": f"runs/bench/{run}", "decode": decode,
+                "points": [{"epoch": epoch, "miou": miou} for epoch, miou in points]}
+
+    curves = [curve("geot+60min-f0.2-s0-cpu-small", "full", (60, 0.5), (100, 0.88)),
+              curve("geot+60min-f0.2-s1-cpu-small", "full", (100, 0.90), (120, 0.1)),
+              curve("geot-posterior+60min-f0.2-s0-cpu-small", "full", (100, 0.86)),
+              curve("geot-posterior+60min-f0.2-s0-cpu-small", "argmax", (100, 0.1))]
+    lines = bench.geot_settings_table(rows, diagnoses, curves)
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["geot+60min", "geot-posterior+60min"]
     geot = [c.strip() for c in lines[2].split("|")[1:-1]]
     # 0.90 - 0.87 = +0.03; both rows' sample sd are 0.0141: +2.1 sd
-    assert geot[3:7] == ["0.900 ± 0.014", "-", "+0.030 (+2.1 sd)", "2"]
-    assert geot[7] == "-"                                # seed 1 has no decoded accuracy: seeds are not mixed
-    assert geot[9] == "0.970 -> 0.980"                   # mean of both seeds' diagonals
+    assert geot[4:9] == ["0.900 ± 0.014", "-", "+0.030 (+2.1 sd)", "0.890 ± 0.014 (2)", "2"]
+    assert geot[9] == "-"                                # seed 1 has no decoded accuracy: seeds are not mixed
+    assert geot[11] == "0.970 -> 0.980"                  # mean of both seeds' diagonals
     posterior = [c.strip() for c in lines[3].split("|")[1:-1]]
-    assert posterior[4:7] == ["+0.020", "+0.050", "0"]  # one seed: no sd; not diagnosed
-    assert posterior[7] == posterior[8] == posterior[9] == "-"
+    # one seed: no sd; the snapshot of the whole pipeline at epoch 100 only; not diagnosed
+    assert posterior[5:9] == ["+0.020", "+0.050", "0.860 (1), -0.030", "0"]
+    assert posterior[9] == posterior[10] == posterior[11] == "-"
+    assert bench.geot_settings_table(rows, diagnoses)[3].split("|")[8].strip() == "-"  # no curves: no snapshot
 
 
 def test_method_step_table_shows_each_variants_cost_against_its_supervised_step(bench):
