@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -828,7 +829,7 @@ def diagnosed_mean(diagnoses: list[dict[str, Any]], *keys: str) -> float | None:
 EQUAL_EPOCH = 100  # the curve snapshot at which geot's settings are compared at equal training
 
 
-def snapshot_mious(rows: list[dict[str, Any]], curves: list[dict[str, Any]], epoch: int) -> list[float]:
+def snapshot_mious(rows: list[dict[str, Any]], curves: Sequence[dict[str, Any]], epoch: int) -> list[float]:
     """Test mIoU (whole pipeline) of each run's snapshot at ``epoch``, for the runs whose ``curve`` scored one.
 
     A time budget buys fewer epochs on a slower day of a shared machine; the same epoch does not depend on it.
@@ -839,7 +840,7 @@ def snapshot_mious(rows: list[dict[str, Any]], curves: list[dict[str, Any]], epo
 
 
 def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, Any]],
-                        curves: list[dict[str, Any]] = ()) -> list[str]:
+                        curves: Sequence[dict[str, Any]] = ()) -> list[str]:
     """geot's settings side by side on the test protocol: test mIoU against default geot and supervised training
     with the same labels, the same at an equal epoch (``curve`` snapshots), and what each teacher and noise
     model did (``diagnose``), mean over diagnosed seeds."""
