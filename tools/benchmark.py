@@ -962,6 +962,12 @@ def curves_summary(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def headline_curves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The curves of the plain ``supervised`` and ``geot`` recipes: the ones a user picks between. geot's variants
+    (``geot-no-plgr+60min``) are compared in the settings table and would crowd the plot."""
+    return [r for r in records if re.match(r"(supervised|geot)(\+[^/]*)?-f\d", Path(r["run"]).name)]
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -1013,9 +1019,8 @@ def run_report(args: argparse.Namespace) -> None:
         plot_accuracy(test_rows, ROOT / "docs" / "miou_vs_fraction.png")
     if accuracy_series(old_rows):
         plot_accuracy(old_rows, ROOT / "docs" / "miou_vs_fraction-selection.png")
-    headline = [c for c in curves if Path(c["run"]).name.partition("+")[0] in ("supervised", "geot")]
-    if headline:  # geot's variants are compared in the settings table; the plot keeps the recipes a user picks
-        plot_curves(headline, ROOT / "docs" / "time_to_accuracy.png")
+    if headline_curves(curves):
+        plot_curves(headline_curves(curves), ROOT / "docs" / "time_to_accuracy.png")
     print("rewrote docs/benchmarks.md and its plots")
 
 

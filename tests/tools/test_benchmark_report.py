@@ -244,3 +244,11 @@ def test_method_step_table_shows_each_variants_cost_against_its_supervised_step(
     lines = bench.method_step_table([record])
     assert len(lines) == 4
     assert lines[2].endswith("| geot | 0.50 | 1.60 | 3.2x |") and lines[3].endswith("| 1.20 | 2.4x |")
+
+
+def test_the_time_to_accuracy_plot_keeps_the_plain_recipes_and_leaves_variants_to_the_settings_table(bench):
+    runs = ["supervised+60min-f1-s0-cpu-small", "geot+60min-f0.2-s1-cpu-small", "geot-no-plgr+60min-f0.2-s0-cpu-small",
+            "geot-reference+60min-f0.2-s0-cpu-small", "geot-f0.2-s0-cpu-small", "mean_teacher-f0.2-s0-cpu-small",
+            "geot-focal-f0.2-s0-cpu-small"]
+    kept = bench.headline_curves([{"run": f"runs/bench/{run}"} for run in runs])
+    assert [Path(r["run"]).name for r in kept] == [runs[0], runs[1], runs[4]]
