@@ -582,16 +582,19 @@ def run_method_step(args: argparse.Namespace) -> None:
         print(rows[-1], flush=True)
     record = {"rows": rows, "hardware": hardware(), "threads": torch_threads(), "config": Path(args.config).name,
               "command": command_line(), "date": time.strftime("%Y-%m-%d"), "steps": args.steps}
-    put_row("method_step", record, key="hardware")  # the latest record per machine
+    put_row("method_step", record, key="command")  # one record per measuring run; a rerun replaces its own
 
 
 def method_step_table(records: list[dict[str, Any]]) -> list[str]:
-    lines = ["| hardware | config | variant | supervised step, CPU s | semi-supervised step, CPU s | ratio |",
-             "|---|---|---|---|---|---|"]
-    for record in records:
+    """Step costs by variant, one block of rows per measuring run: the machine's load differs between runs, so
+    seconds compare within a run (its number) and ratios to the supervised step across runs."""
+    lines = ["| run | hardware | config | variant | supervised step, CPU s | semi-supervised step, CPU s | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    for i, record in enumerate(records, 1):
         for r in record["rows"]:
-            lines.append(f"| {short_hardware(record['hardware'])}, {record['threads']} thread(s) | {record['config']} "
-                         f"| {r['variant']} | {r['supervised_cpu_s']:.2f} | {r['semi_cpu_s']:.2f} | "
+            lines.append(f"| {i} ({record['date']}) | {short_hardware(record['hardware'])}, {record['threads']} "
+                         f"thread(s) | {record['config']} | {r['variant']} | {r['supervised_cpu_s']:.2f} | "
+                         f"{r['semi_cpu_s']:.2f} | "
                          f"{r['semi_cpu_s'] / r['supervised_cpu_s']:.1f}x |")
     return lines
 

@@ -239,11 +239,13 @@ def test_geot_settings_table_compares_with_default_and_supervised_and_joins_diag
 
 def test_method_step_table_shows_each_variants_cost_against_its_supervised_step(bench):
     record = {"hardware": "2-core x86_64 CPU, torch 2.13.0+cpu, 1 threads", "threads": 1, "config": "cpu-small.yaml",
-              "rows": [{"variant": "geot", "supervised_cpu_s": 0.5, "semi_cpu_s": 1.6},
-                       {"variant": "geot-plgr1024", "supervised_cpu_s": 0.5, "semi_cpu_s": 1.2}]}
-    lines = bench.method_step_table([record])
-    assert len(lines) == 4
+              "date": "2026-12-03", "rows": [{"variant": "geot", "supervised_cpu_s": 0.5, "semi_cpu_s": 1.6},
+                                              {"variant": "geot-plgr1024", "supervised_cpu_s": 0.5, "semi_cpu_s": 1.2}]}
+    later = record | {"rows": [{"variant": "geot-soft", "supervised_cpu_s": 0.4, "semi_cpu_s": 2.0}]}
+    lines = bench.method_step_table([record, later])
+    assert len(lines) == 5
     assert lines[2].endswith("| geot | 0.50 | 1.60 | 3.2x |") and lines[3].endswith("| 1.20 | 2.4x |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["1 (2026-12-03)"] * 2 + ["2 (2026-12-03)"]
 
 
 def test_the_time_to_accuracy_plot_keeps_the_plain_recipes_and_leaves_variants_to_the_settings_table(bench):
