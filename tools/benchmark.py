@@ -594,8 +594,7 @@ def method_step_table(records: list[dict[str, Any]]) -> list[str]:
         for r in record["rows"]:
             lines.append(f"| {i} ({record['date']}) | {short_hardware(record['hardware'])}, {record['threads']} "
                          f"thread(s) | {record['config']} | {r['variant']} | {r['supervised_cpu_s']:.2f} | "
-                         f"{r['semi_cpu_s']:.2f} | "
-                         f"{r['semi_cpu_s'] / r['supervised_cpu_s']:.1f}x |")
+                         f"{r['semi_cpu_s']:.2f} | {r['semi_cpu_s'] / r['supervised_cpu_s']:.1f}x |")
     return lines
 
 
@@ -832,14 +831,18 @@ def diagnosed_mean(diagnoses: list[dict[str, Any]], *keys: str) -> float | None:
 EQUAL_EPOCH = 100  # the curve snapshot at which geot's settings are compared at equal training
 
 
-def snapshot_mious(rows: list[dict[str, Any]], curves: Sequence[dict[str, Any]], epoch: int) -> list[float]:
-    """Test mIoU (whole pipeline) of each run's snapshot at ``epoch``, for the runs whose ``curve`` scored one.
+def snapshot_index(curves: Sequence[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """Test mIoU (whole pipeline) of every snapshot ``curve`` scored, by (run name, epoch).
 
     A time budget buys fewer epochs on a slower day of a shared machine; the same epoch does not depend on it.
     """
-    points = {(Path(c["run"]).name, p["epoch"]): p["miou"] for c in curves if c["decode"] == "full"
-              for p in c["points"]}
-    return [points[(r["name"], epoch)] for r in rows if (r["name"], epoch) in points]
+    return {(Path(c["run"]).name, p["epoch"]): p["miou"] for c in curves if c["decode"] == "full"
+            for p in c["points"]}
+
+
+def snapshot_mious(rows: list[dict[str, Any]], snapshots: dict[tuple[str, int], float], epoch: int) -> list[float]:
+    """The snapshot mIoU at ``epoch`` of each run among ``rows`` that has one."""
+    return [snapshots[(r["name"], epoch)] for r in rows if (r["name"], epoch) in snapshots]
 
 
 def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, Any]],
@@ -851,6 +854,7 @@ def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, An
 
     groups = seed_groups(rows)
     by_run = {Path(d["run"]).name: d for d in diagnoses}
+    snapshots = snapshot_index(curves)
     lines = ["| setting | labelled | seeds | epochs | test mIoU | vs geot | vs supervised, same labels | "
              f"epoch {EQUAL_EPOCH} snapshot: test mIoU (seeds), vs geot | diagnosed seeds | "
              "pseudo labels right, raw / decoded | class-level diagonal: measured / anchor / posterior | "
@@ -872,7 +876,7 @@ def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, An
                        for k in ("measured", "anchor estimate", "posterior estimate")))
         instance = cell(diagnosed_mean(ds, "idtm_diagonal_mass_first_semi_epoch"),
                         diagnosed_mean(ds, "idtm_diagonal_mass_last_epoch"), sep=" -> ")
-        same, base = (snapshot_mious(g, curves, EQUAL_EPOCH) for g in (rs, geot))
+        same, base = (snapshot_mious(g, snapshots, EQUAL_EPOCH) for g in (rs, geot))
         equal = "-" if not same else f"{mean_std(same)} ({len(same)})" + (
             f", {np.mean(same) - np.mean(base):+.3f}" if base and rs is not geot else "")
         lines.append(f"| {method} | {fraction:.0%} | {len(rs)} | {epochs_cell(*rs)} | "
@@ -1022,8 +1026,9 @@ def run_report(args: argparse.Namespace) -> None:
         plot_accuracy(test_rows, ROOT / "docs" / "miou_vs_fraction.png")
     if accuracy_series(old_rows):
         plot_accuracy(old_rows, ROOT / "docs" / "miou_vs_fraction-selection.png")
-    if headline_curves(curves):
-        plot_curves(headline_curves(curves), ROOT / "docs" / "time_to_accuracy.png")
+    headline = headline_curves(curves)
+    if headline:
+        plot_curves(headline, ROOT / "docs" / "time_to_accuracy.png")
     print("rewrote docs/benchmarks.md and its plots")
 
 
