@@ -815,6 +815,25 @@ def versus(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
     return f"{diff:+.3f} ({diff / sd:+.1f} sd)"
 
 
+def paired(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
+    """Mean ± sd of the per-seed differences of test mIoU to another row, over the seeds both have, and how many.
+
+    Runs of one seed share the split, the initialisation and the supervised warm-up whatever the method (their
+    first epochs log the same losses), so a per-seed difference leaves out the spread that initialisation
+    causes, which the unpaired column keeps.
+    """
+    import numpy as np
+
+    if rows is base:
+        return "-"
+    by_seed = {r["seed"]: r["miou"] for r in base}
+    diffs = [r["miou"] - by_seed[r["seed"]] for r in rows if r["seed"] in by_seed]
+    if not diffs:
+        return "-"
+    spread = f" ± {np.std(diffs, ddof=1):.3f}" if len(diffs) > 1 else ""
+    return f"{np.mean(diffs):+.3f}{spread} ({len(diffs)})"
+
+
 def diagnosed_mean(diagnoses: list[dict[str, Any]], *keys: str) -> float | None:
     """Mean of one diagnosis field (``keys`` down nested dicts) over every diagnosed seed, or None when a seed
     lacks it: one cell never mixes seeds."""
@@ -855,11 +874,12 @@ def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, An
     groups = seed_groups(rows)
     by_run = {Path(d["run"]).name: d for d in diagnoses}
     snapshots = snapshot_index(curves)
-    lines = ["| setting | labelled | seeds | epochs | test mIoU | vs geot | vs supervised, same labels | "
+    lines = ["| setting | labelled | seeds | epochs | test mIoU | vs geot | vs geot, paired by seed (pairs) | "
+             "vs supervised, same labels | vs supervised, paired by seed (pairs) | "
              f"epoch {EQUAL_EPOCH} snapshot: test mIoU (seeds), vs geot | diagnosed seeds | "
              "pseudo labels right, raw / decoded | class-level diagonal: measured / anchor / posterior | "
              "instance diagonal, first -> last |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(*values: float | None, sep: str = " / ") -> str:
         return "-" if None in values else sep.join(f"{v:.3f}" for v in values)
@@ -880,7 +900,8 @@ def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, An
         equal = "-" if not same else f"{mean_std(same)} ({len(same)})" + (
             f", {np.mean(same) - np.mean(base):+.3f}" if base and rs is not geot else "")
         lines.append(f"| {method} | {fraction:.0%} | {len(rs)} | {epochs_cell(*rs)} | "
-                     f"{mean_std([r['miou'] for r in rs])} | {versus(rs, geot)} | {versus(rs, sup)} | {equal} | "
+                     f"{mean_std([r['miou'] for r in rs])} | {versus(rs, geot)} | {paired(rs, geot)} | {versus(rs, sup)} | "
+                     f"{paired(rs, sup)} | {equal} | "
                      f"{len(ds)} | {pseudo} | {level} | {instance} |")
     return lines
 

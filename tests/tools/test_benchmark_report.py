@@ -226,15 +226,29 @@ def test_geot_settings_table_compares_with_default_and_supervised_and_joins_diag
     lines = bench.geot_settings_table(rows, diagnoses, curves)
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["geot+60min", "geot-posterior+60min"]
     geot = [c.strip() for c in lines[2].split("|")[1:-1]]
-    # 0.90 - 0.87 = +0.03; both rows' sample sd are 0.0141: +2.1 sd
-    assert geot[4:9] == ["0.900 ± 0.014", "-", "+0.030 (+2.1 sd)", "0.890 ± 0.014 (2)", "2"]
-    assert geot[9] == "-"                                # seed 1 has no decoded accuracy: seeds are not mixed
-    assert geot[11] == "0.970 -> 0.980"                  # mean of both seeds' diagonals
+    # 0.90 - 0.87 = +0.03; both rows' sample sd are 0.0141: +2.1 sd; paired: seed 0 +0.03, seed 1 +0.03
+    assert geot[4:11] == ["0.900 ± 0.014", "-", "-", "+0.030 (+2.1 sd)", "+0.030 ± 0.000 (2)",
+                          "0.890 ± 0.014 (2)", "2"]
+    assert geot[11] == "-"                               # seed 1 has no decoded accuracy: seeds are not mixed
+    assert geot[13] == "0.970 -> 0.980"                  # mean of both seeds' diagonals
     posterior = [c.strip() for c in lines[3].split("|")[1:-1]]
-    # one seed: no sd; the snapshot of the whole pipeline at epoch 100 only; not diagnosed
-    assert posterior[5:9] == ["+0.020", "+0.050", "0.860 (1), -0.030", "0"]
-    assert posterior[9] == posterior[10] == posterior[11] == "-"
-    assert bench.geot_settings_table(rows, diagnoses)[3].split("|")[8].strip() == "-"  # no curves: no snapshot
+    # one seed: no sd; paired with seed 0 only (0.92 - 0.89, 0.92 - 0.86); the snapshot of the whole pipeline
+    # at epoch 100 only; not diagnosed
+    assert posterior[5:11] == ["+0.020", "+0.030 (1)", "+0.050", "+0.060 (1)", "0.860 (1), -0.030", "0"]
+    assert posterior[11] == posterior[12] == posterior[13] == "-"
+    assert bench.geot_settings_table(rows, diagnoses)[3].split("|")[10].strip() == "-"  # no curves: no snapshot
+
+
+def test_paired_differences_match_seeds_and_leave_out_the_spread_they_share(bench):
+    def seeded(seed, miou):
+        return {"seed": seed, "miou": miou}
+
+    base = [seeded(0, 0.80), seeded(1, 0.90), seeded(2, 0.85)]
+    shifted = [seeded(2, 0.86), seeded(0, 0.81), seeded(1, 0.91)]  # each seed +0.01, listed in another order
+    assert bench.paired(shifted, base) == "+0.010 ± 0.000 (3)"
+    assert bench.versus(shifted, base).startswith("+0.010 (+0.2 sd)")  # unpaired: the seed spread hides it
+    assert bench.paired([seeded(5, 0.9)], base) == "-"                 # no seed in common
+    assert bench.paired(base, base) == "-"
 
 
 def test_method_step_table_shows_each_variants_cost_against_its_supervised_step(bench):
