@@ -900,8 +900,8 @@ def geot_settings_table(rows: list[dict[str, Any]], diagnoses: list[dict[str, An
         equal = "-" if not same else f"{mean_std(same)} ({len(same)})" + (
             f", {np.mean(same) - np.mean(base):+.3f}" if base and rs is not geot else "")
         lines.append(f"| {method} | {fraction:.0%} | {len(rs)} | {epochs_cell(*rs)} | "
-                     f"{mean_std([r['miou'] for r in rs])} | {versus(rs, geot)} | {paired(rs, geot)} | {versus(rs, sup)} | "
-                     f"{paired(rs, sup)} | {equal} | "
+                     f"{mean_std([r['miou'] for r in rs])} | {versus(rs, geot)} | {paired(rs, geot)} | "
+                     f"{versus(rs, sup)} | {paired(rs, sup)} | {equal} | "
                      f"{len(ds)} | {pseudo} | {level} | {instance} |")
     return lines
 
