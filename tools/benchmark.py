@@ -818,9 +818,9 @@ def versus(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
 def paired(rows: list[dict[str, Any]], base: list[dict[str, Any]]) -> str:
     """Mean ± sd of the per-seed differences of test mIoU to another row, over the seeds both have, and how many.
 
-    Runs of one seed share the split, the initialisation and the supervised warm-up whatever the method (their
-    first epochs log the same losses), so a per-seed difference leaves out the spread that initialisation
-    causes, which the unpaired column keeps.
+    Runs of one seed share the split and the initialisation; geot and its variants also share their supervised
+    warm-up (its epochs log the same losses). A per-seed difference leaves out the spread those cause, which
+    the unpaired column keeps.
     """
     import numpy as np
 
