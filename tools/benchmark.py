@@ -200,10 +200,9 @@ def run_curve(args: argparse.Namespace) -> None:
     seconds = list(itertools.accumulate(logged_column(args.run / "log.csv", "seconds")))
     cpu = list(itertools.accumulate(logged_column(args.run / "log.csv", "cpu_seconds")))
     points = []
-    snapshots = sorted((args.run / "checkpoints" / "snapshots").glob("epoch*.pt"),
-                       key=lambda p: int(p.stem.removeprefix("epoch")))
-    for snapshot in snapshots[::-1][:: args.stride][::-1]:  # every stride-th, always the last
-        epoch = int(snapshot.stem.removeprefix("epoch"))
+    snapshots = sorted((args.run / "checkpoints" / "snapshots").glob("epoch*.pt"), key=snapshot_epoch)
+    for snapshot in chosen_snapshots(snapshots, args.stride, args.epochs):
+        epoch = snapshot_epoch(snapshot)
         out = args.run / "curve" / f"{snapshot.stem}-{args.decode}"
         report = score_scans(Segmenter.load(snapshot, device="cpu", decode=args.decode), test, out / "predictions",
                              out / "evaluation")
@@ -219,6 +218,17 @@ def run_curve(args: argparse.Namespace) -> None:
               "points": points, "test_scans": len(test), "hardware": hardware(), "command": command_line(),
               "date": time.strftime("%Y-%m-%d")}
     put_row("curves", record, key="key")
+
+
+def snapshot_epoch(path: Path) -> int:
+    return int(path.stem.removeprefix("epoch"))
+
+
+def chosen_snapshots(snapshots: list[Path], stride: int, epochs: Sequence[int] = ()) -> list[Path]:
+    """Every ``stride``-th snapshot counted back from the last (so the last is always scored), plus those of
+    ``epochs`` (the settings table compares runs at ``EQUAL_EPOCH``, which a stride may step over), in order."""
+    kept = set(snapshots[::-1][::stride]) | {s for s in snapshots if snapshot_epoch(s) in set(epochs)}
+    return [s for s in snapshots if s in kept]
 
 
 def test_scans(run: Path, data: Path) -> list[Any]:
@@ -1082,6 +1092,8 @@ def main() -> None:
     cur.add_argument("--data", type=Path, default=DATA)
     cur.add_argument("--decode", default="full", help="decoder stage the snapshots predict with")
     cur.add_argument("--stride", type=int, default=1, help="score every STRIDE-th snapshot (always the last)")
+    cur.add_argument("--epochs", type=int, nargs="*", default=[EQUAL_EPOCH],
+                     help=f"snapshots scored whatever the stride (default: {EQUAL_EPOCH}, the settings table's)")
     dec = sub.add_parser("decoding", help="a run's test patients after each decoder stage, with timings")
     dec.add_argument("run", type=Path)
     dec.add_argument("--data", type=Path, default=DATA)

@@ -268,3 +268,15 @@ def test_the_time_to_accuracy_plot_keeps_the_plain_recipes_and_leaves_variants_t
             "geot-focal-f0.2-s0-cpu-small"]
     kept = bench.headline_curves([{"run": f"runs/bench/{run}"} for run in runs])
     assert [Path(r["run"]).name for r in kept] == [runs[0], runs[1], runs[4]]
+
+
+def test_curve_scores_the_equal_epoch_snapshot_whatever_the_stride(bench):
+    snapshots = [Path(f"epoch{e:04d}.pt") for e in range(20, 161, 20)]  # 20 ... 160
+
+    def epochs(chosen):
+        return [bench.snapshot_epoch(s) for s in chosen]
+
+    assert epochs(bench.chosen_snapshots(snapshots, 2)) == [40, 80, 120, 160]          # counted from the last
+    assert epochs(bench.chosen_snapshots(snapshots, 2, [100])) == [40, 80, 100, 120, 160]
+    assert epochs(bench.chosen_snapshots(snapshots, 1, [100])) == list(range(20, 161, 20))
+    assert epochs(bench.chosen_snapshots(snapshots[:4], 3, [100])) == [20, 80]        # no epoch-100 snapshot yet
