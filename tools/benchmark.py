@@ -227,7 +227,8 @@ def snapshot_epoch(path: Path) -> int:
 def chosen_snapshots(snapshots: list[Path], stride: int, epochs: Sequence[int] = ()) -> list[Path]:
     """Every ``stride``-th snapshot counted back from the last (so the last is always scored), plus those of
     ``epochs`` (the settings table compares runs at ``EQUAL_EPOCH``, which a stride may step over), in order."""
-    kept = set(snapshots[::-1][::stride]) | {s for s in snapshots if snapshot_epoch(s) in set(epochs)}
+    asked = set(epochs)
+    kept = set(snapshots[::-1][::stride]) | {s for s in snapshots if snapshot_epoch(s) in asked}
     return [s for s in snapshots if s in kept]
 
 
