@@ -42,7 +42,8 @@ class GeoTSettings(BaseModel):
     class_ema: float = 0.99           # EMA decay of the class-level matrix (per step)
     anchor_confidence: float = 0.5    # update a class's row only if its anchor is this confident (reference: 0)
     class_mean: Literal["class_mean", "reference_bug"] = "class_mean"
-    plgr_weight: float = 0.1
+    plgr_weight: float = 0.0          # paper 0.1 (variant geot-plgr): off, as it changed nothing measurable on the
+                                      # test jaws over 3 seeds and costs a fifth of a step (docs/benchmarks.md)
     plgr_k: int = 16
     plgr_points: int = Field(0, ge=0)  # > 0: PLGR over this many random centre points per step (0: every point)
     plgr_sigma: float = 1.0           # Gaussian width in units of the scan's median neighbour distance

@@ -130,7 +130,7 @@ def test_plgr_reaches_the_network_only_without_the_detach():
     for detach in (True, False):
         torch.manual_seed(1)
         model = tiny_model("dgcnn", channels=[8], global_channels=8, k=4)
-        method = GeoT(GeoTSettings(idtm_detach=detach, plgr_k=4))
+        method = GeoT(GeoTSettings(idtm_detach=detach, plgr_k=4, plgr_weight=0.1))
         method(model(x, pos, batch).logits, probs_weak, method.targets(probs_weak), pos, batch)
         terms, names = method.loss_terms(), [n for n, _ in model.named_parameters()]
         params = list(model.parameters())
@@ -163,7 +163,7 @@ def test_training_logs_each_terms_gradient_on_the_network(tmp_path):
     tiny = {"data.num_points": 256, "data.labelled_fraction": 0.5, "data.val_fraction": 0.2,
             "data.test_fraction": 0.0, "model.args": {"channels": [16, 32], "k": 8}, "optim.steps_per_epoch": 1,
             "optim.epochs": 3, "semi.warmup_epochs": 1, "semi.rampup_epochs": 0, "geot.plgr_k": 4,
-            "log_grad_norms": True, "val_every": 3, "device": "cpu"}
+            "geot.plgr_weight": 0.1, "log_grad_norms": True, "val_every": 3, "device": "cpu"}
     norms = {}
     for detach in (True, False):
         cfg = load_config(None, {**tiny, "geot.idtm_detach": detach})
