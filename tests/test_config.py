@@ -55,12 +55,13 @@ def test_flat_model_keys_of_older_configs_move_into_args():
 
 
 def test_variants_lay_over_a_config(tmp_path):
-    overrides = read_variant(CONFIGS / "variants" / "geot-plgr.yaml")
-    assert overrides == {"semi.method": "geot", "geot.plgr_weight": 0.1}
+    overrides = read_variant(CONFIGS / "variants" / "geot-paper.yaml")
+    assert overrides == {"semi.method": "geot", "geot.plgr_weight": 0.1, "geot.clgs_weight": 0.1}
     cfg = load_config(CONFIGS / "cpu-small.yaml", overrides)
-    assert cfg.geot.plgr_weight == 0.1 and cfg.data.num_points == 4096
-    # the paper's PLGR is a variant: default geot leaves it off (it measured nothing on the test jaws)
-    assert load_config(CONFIGS / "cpu-small.yaml", {"semi.method": "geot"}).geot.plgr_weight == 0.0
+    assert cfg.geot.plgr_weight == 0.1 and cfg.geot.clgs_weight == 0.1 and cfg.data.num_points == 4096
+    # the paper's PLGR and CLGS are a variant: default geot leaves both off (they measured nothing on the test jaws)
+    default = load_config(CONFIGS / "cpu-small.yaml", {"semi.method": "geot"}).geot
+    assert default.plgr_weight == 0.0 and default.clgs_weight == 0.0
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):

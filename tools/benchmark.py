@@ -1003,7 +1003,7 @@ def curves_summary(records: list[dict[str, Any]]) -> list[str]:
 
 def headline_curves(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The curves of the plain ``supervised`` and ``geot`` recipes: the ones a user picks between. geot's variants
-    (``geot-plgr+60min``) are compared in the settings table and would crowd the plot."""
+    (``geot-paper+60min``) are compared in the settings table and would crowd the plot."""
     return [r for r in records if re.match(r"(supervised|geot)(\+[^/]*)?-f\d", Path(r["run"]).name)]
 
 
@@ -1134,7 +1134,7 @@ def main() -> None:
     ms = sub.add_parser("method-step", help="CPU seconds of a supervised and a semi-supervised step per variant")
     ms.add_argument("--data", type=Path, default=DATA)
     ms.add_argument("--config", default=str(ROOT / "configs" / "cpu-small.yaml"))
-    ms.add_argument("--variants", nargs="+", default=["geot", "geot-plgr", "geot-plgr1024", "mean_teacher"])
+    ms.add_argument("--variants", nargs="+", default=["geot", "geot-paper", "geot-plgr1024", "mean_teacher"])
     ms.add_argument("--steps", type=int, default=10)
     ms.add_argument("--set", nargs="*", default=[], help="config overrides key=value")
     dg = sub.add_parser("diagnose", help="pseudo-label quality of a run's teacher on its unlabelled scans")

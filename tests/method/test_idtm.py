@@ -85,7 +85,7 @@ def test_geot_objective_gradients_and_ablation():
     batch = torch.zeros(200, dtype=torch.long)
     logits = torch.randn(200, 17, requires_grad=True)
     q = torch.softmax(torch.randn(200, 17) * 3, 1)
-    obj = GeoT(GeoTSettings(plgr_k=8, plgr_weight=0.1))
+    obj = GeoT(GeoTSettings(plgr_k=8, plgr_weight=0.1, clgs_weight=0.1))
     loss, logs = obj(logits, q, obj.targets(q), pos, batch)
     loss.backward()
     assert torch.isfinite(loss) and {"pseudo", "plgr", "diag"} <= logs.keys()
