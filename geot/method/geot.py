@@ -59,7 +59,8 @@ class GeoTSettings(BaseModel):
 
 @METHODS.register
 class GeoT(Method):
-    """Pseudo labels learnt through per-point transition matrices (PLGR, CLGS), from an EMA teacher by default."""
+    """Pseudo labels learnt through per-point transition matrices (PLGR, CLGS optional), from an EMA teacher
+    by default."""
 
     name = "geot"
     Settings = GeoTSettings
